@@ -1,0 +1,266 @@
+"""The model: Qwen3-ASR through transformers' native classes. The ONLY module importing torch/transformers.
+
+Contract:
+- :class:`AsrEngine` loads a checkpoint from a local folder (never the network: ``HF_HUB_OFFLINE``
+  is set before transformers is imported and every load uses ``local_files_only=True``) and
+  turns batches of 16 kHz mono chunks into :class:`ChunkResult`. Callers (``scribed.transcribe``)
+  decide chunking, ordering and text assembly; this module only runs the model.
+- ``device="auto"``: CUDA with bfloat16 + SDPA attention when a GPU is present, else CPU float32.
+- A CUDA out-of-memory error halves the batch and retries; it never fails a file by itself.
+- :func:`build_random_checkpoint` writes a checkpoint of the real architecture with random
+  weights (tests and ``scribed bench``; no real weights are reachable offline).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import json  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoProcessor,
+    AutoTokenizer,
+    Qwen3ASRConfig,
+    Qwen3ASRForConditionalGeneration,
+)
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from scribed.errors import ModelError  # noqa: E402
+from scribed.transcribe import ChunkRequest, ChunkResult  # noqa: E402
+
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+
+# A chat template equivalent to the released Qwen3-ASR one (system prompt = context, one user
+# turn holding the audio), written so that ``apply_transcription_request`` can prefill the
+# assistant turn with "language X<asr_text>". The original package's template ignores
+# assistant messages, so it cannot force a language; checkpoints that ship a template keep theirs.
+CHAT_TEMPLATE = (
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for m in messages if m.role == 'system' -%}"
+    "{%- if m.content is string -%}{%- set ns.system = ns.system + m.content -%}"
+    "{%- else -%}{%- for c in m.content if c.type == 'text' -%}{%- set ns.system = ns.system + c.text -%}"
+    "{%- endfor -%}{%- endif -%}{%- endfor -%}"
+    "{{- '<|im_start|>system\\n' + ns.system + '<|im_end|>\\n' -}}"
+    "{%- for m in messages if m.role != 'system' -%}"
+    "{{- '<|im_start|>' + m.role + '\\n' -}}"
+    "{%- if m.content is string -%}{{- m.content -}}{%- else -%}{%- for c in m.content -%}"
+    "{%- if c.type == 'audio' or 'audio' in c or 'audio_url' in c -%}"
+    "{{- '<|audio_start|><|audio_pad|><|audio_end|>' -}}"
+    "{%- elif c.type == 'text' -%}{{- c.text -}}{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+# Architectures of the released checkpoints (0.6B from its config.json; 1.7B differs in the
+# encoder (24 x 1024) and the decoder (hidden 2048, intermediate 6144)).
+ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
+    "0.6b": {
+        "audio": dict(encoder_layers=18, encoder_attention_heads=14, encoder_ffn_dim=3584, d_model=896,
+                      output_dim=1024, downsample_hidden_size=480, n_window=50, n_window_infer=800),
+        "text": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                     num_key_value_heads=8, head_dim=128, max_position_embeddings=65536, rms_norm_eps=1e-6,
+                     rope_theta=1000000.0, vocab_size=151936, tie_word_embeddings=True),
+    },
+    "1.7b": {
+        "audio": dict(encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096, d_model=1024,
+                      output_dim=2048, downsample_hidden_size=480, n_window=50, n_window_infer=800),
+        "text": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                     num_key_value_heads=8, head_dim=128, max_position_embeddings=65536, rms_norm_eps=1e-6,
+                     rope_theta=1000000.0, vocab_size=151936, tie_word_embeddings=True),
+    },
+    "tiny": {
+        "audio": dict(encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
+                      output_dim=64, downsample_hidden_size=16, n_window=50, n_window_infer=800),
+        "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, head_dim=32, max_position_embeddings=8192, rms_norm_eps=1e-6,
+                     rope_theta=1000000.0, vocab_size=151936, tie_word_embeddings=True),
+    },
+}
+
+EOS_TOKEN_IDS = (151643, 151645)  # <|endoftext|>, <|im_end|>
+
+
+def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    """Map config strings to torch objects; ``auto`` prefers CUDA + bfloat16."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"model.device is {device!r} but no CUDA GPU is available (use 'auto' or 'cpu')")
+    dev = torch.device(device)
+    if dtype == "auto":
+        dtype = "bfloat16" if dev.type == "cuda" else "float32"
+    return dev, getattr(torch, dtype)
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (cgroup/affinity aware, unlike os.cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class AsrEngine:
+    """A loaded Qwen3-ASR model. Not thread-safe: one caller at a time (the worker loop)."""
+
+    def __init__(self, model_path: str | os.PathLike[str], *, device: str = "auto", dtype: str = "auto",
+                 name: str | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.name = name or self.model_path.name
+        self.device, self.dtype = resolve_device(device, dtype)
+        self.model: Any = None
+        self.processor: Any = None
+        self.load_seconds = 0.0
+        self.batch_size_used = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    @property
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return f"cpu ({cpu_threads()} threads)"
+
+    def load(self) -> None:
+        """Load processor and weights (idempotent). Raises ModelError with the fix on failure."""
+        if self.loaded:
+            return
+        start = time.perf_counter()
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=True)
+            if not getattr(self.processor, "chat_template", None):
+                self.processor.chat_template = CHAT_TEMPLATE
+            self.model = Qwen3ASRForConditionalGeneration.from_pretrained(
+                self.model_path, local_files_only=True, dtype=self.dtype, attn_implementation="sdpa",
+            ).to(self.device)
+        except (OSError, ValueError, KeyError) as exc:
+            self.processor = self.model = None
+            raise ModelError(f"cannot load the model from {str(self.model_path)!r}: {exc}") from exc
+        self.model.eval()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.load_seconds = time.perf_counter() - start
+
+    def unload(self) -> None:
+        """Free the weights (and GPU memory); the next :meth:`run` reloads."""
+        self.model = self.processor = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def peak_memory_bytes(self) -> int | None:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return None
+
+    # -- inference -----------------------------------------------------------------------------
+    def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
+            on_done: Callable[[int], None] | None = None, fixed_tokens: int | None = None) -> list[ChunkResult]:
+        """Transcribe ``requests`` in order-preserving batches of up to ``batch_size``.
+
+        Requests are batched in the order given (callers sort by length so padding stays small);
+        only requests with the same language and prompt share a batch. ``on_done(n)`` is called
+        after each batch with the number of requests finished (progress, watchdog pings).
+        ``fixed_tokens`` forces exactly that many new tokens per chunk (benchmarks).
+        """
+        self.load()
+        results: list[ChunkResult | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        size = max(1, batch_size)
+        while pending:
+            head = requests[pending[0]]
+            group = [i for i in pending[: size * 4]
+                     if requests[i].language == head.language and requests[i].prompt == head.prompt][:size]
+            try:
+                outs = self._generate([requests[i] for i in group], fixed_tokens)
+            except torch.OutOfMemoryError:
+                if len(group) == 1:
+                    raise
+                size = max(1, len(group) // 2)
+                torch.cuda.empty_cache()
+                continue
+            self.batch_size_used = max(self.batch_size_used, len(group))
+            for i, out in zip(group, outs, strict=True):
+                results[i] = out
+            taken = set(group)
+            pending = [i for i in pending if i not in taken]
+            if on_done:
+                on_done(len(group))
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _generate(self, batch: Sequence[ChunkRequest], fixed_tokens: int | None) -> list[ChunkResult]:
+        language = batch[0].language
+        prompt = batch[0].prompt or None
+        inputs = self.processor.apply_transcription_request(
+            [np.ascontiguousarray(r.audio, dtype=np.float32) for r in batch], language=language, prompt=prompt,
+        )
+        inputs = inputs.to(self.device)
+        inputs["input_features"] = inputs["input_features"].to(self.dtype)
+        limit = fixed_tokens or max(r.max_new_tokens for r in batch)
+        extra: dict[str, Any] = {"min_new_tokens": fixed_tokens} if fixed_tokens else {}
+        out = self.model.generate(
+            **inputs, max_new_tokens=limit, do_sample=False, num_beams=1,
+            pad_token_id=self.processor.tokenizer.pad_token_id, **extra,
+        )
+        new_tokens = out[:, inputs["input_ids"].shape[1]:].cpu().numpy()
+        results = []
+        for request, row in zip(batch, new_tokens, strict=True):
+            own_limit = fixed_tokens or request.max_new_tokens
+            ends = np.flatnonzero(np.isin(row, EOS_TOKEN_IDS))
+            stop = int(ends[0]) if ends.size else len(row)
+            hit_limit = stop > own_limit or (not ends.size and not fixed_tokens)
+            ids = row[: min(stop, own_limit)]
+            parsed = self.processor.decode(ids, return_format="parsed")
+            results.append(ChunkResult(
+                text=parsed["transcription"],
+                language=language or parsed["language"],
+                tokens=len(ids),
+                hit_limit=bool(hit_limit),
+            ))
+        return results
+
+
+# -- checkpoints of the real architecture with random weights ---------------------------------------
+
+
+def build_random_checkpoint(out_dir: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], *,
+                            size: str = "tiny", seed: int = 0, dtype: str = "float32") -> Path:
+    """Write a loadable checkpoint (config, random weights, processor, tokenizer) to ``out_dir``.
+
+    ``tokenizer_dir`` holds the real Qwen3-ASR tokenizer files (vocab.json, merges.txt,
+    tokenizer_config.json). ``size`` is one of :data:`ARCHITECTURES`. Returns ``out_dir``.
+    """
+    from transformers.models.qwen3_asr import Qwen3ASRFeatureExtractor, Qwen3ASRProcessor
+
+    if size not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {size!r}; expected one of {sorted(ARCHITECTURES)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    processor = Qwen3ASRProcessor(feature_extractor=Qwen3ASRFeatureExtractor(), tokenizer=tokenizer,
+                                  chat_template=CHAT_TEMPLATE)
+    arch = ARCHITECTURES[size]
+    config = Qwen3ASRConfig(audio_config=dict(arch["audio"]), text_config=dict(arch["text"]))
+    model = Qwen3ASRForConditionalGeneration(config).to(getattr(torch, dtype))
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "scribed-random-weights.json").write_text(json.dumps({"architecture": size, "seed": seed}))
+    return out

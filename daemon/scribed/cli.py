@@ -1,0 +1,223 @@
+"""The ``scribed`` command line. Thin: parse, load config, call the module that does the work.
+
+Exit status everywhere: 0 success, 1 some recordings failed, 2 usage/config/model errors.
+Heavy modules (torch via scribed.asr) are imported only by the subcommands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+from loguru import logger
+
+from scribed import __version__, logs
+from scribed.config import OUTPUT_FORMATS, Config, load_config, replace, to_dict
+from scribed.errors import ConfigError, ScribedError, UsageError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scribed",
+        description="Local, private transcription of meeting recordings with Qwen3-ASR. "
+                    "Watches drop folders and writes NAME.txt beside each recording; never uses the network.",
+    )
+    p.add_argument("--version", action="version", version=f"scribed {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", type=Path, help="config file (default: ~/.config/scribed/config.yaml)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("check-config", parents=[common], help="validate a config file and print the effective config")
+    c.add_argument("path", nargs="?", type=Path, help="file to check (default: --config or the default path)")
+
+    t = sub.add_parser("transcribe", parents=[common], help="transcribe recordings now, in this process")
+    t.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    t.add_argument("--model", help="model id (local cache) or folder; default: model.id")
+    t.add_argument("--language", help="auto, or a code/name such as zh, yue, en, Cantonese")
+    t.add_argument("--format", help=f"comma-separated, any of {','.join(OUTPUT_FORMATS)}")
+    t.add_argument("--out", type=Path, help="write transcripts into this folder instead of beside each file")
+    t.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--batch-size", type=int, help="chunks per model batch")
+    t.add_argument("--timestamps", action="store_true", default=None, help="[hh:mm:ss] at each paragraph")
+
+    r = sub.add_parser("run", parents=[common], help="run the daemon: watch folders and transcribe new recordings")
+    r.add_argument("--once", action="store_true", help="scan, transcribe everything pending, then exit")
+
+    sub.add_parser("status", parents=[common], help="what the daemon is doing (reads its journal)")
+
+    m = sub.add_parser("model", parents=[common], help="local models: list, pull (the only network use)")
+    msub = m.add_subparsers(dest="action", metavar="ACTION", required=True)
+    msub.add_parser("list", parents=[common], help="models available offline")
+    mp = msub.add_parser("pull", parents=[common], help="download a model into the local cache")
+    mp.add_argument("id", nargs="?", help="model id (default: model.id from the config)")
+
+    s = sub.add_parser("service", parents=[common], help="install/uninstall/status of the systemd user service")
+    s.add_argument("action", choices=["install", "uninstall", "status"])
+
+    b = sub.add_parser("bench", parents=[common], help="measure speed on the real Qwen3-ASR architectures")
+    b.add_argument("--quick", action="store_true", help="small CI-sized run (0.6B, CPU, minutes)")
+    b.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    b.add_argument("--model", help="benchmark this real checkpoint instead of random weights")
+    b.add_argument("--sizes", default=None, help="architectures, e.g. 0.6b,1.7b")
+    b.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    b.add_argument("--backlog", type=int, default=None, help="number of recordings in the backlog scenario")
+    b.add_argument("--batch-size", type=int, default=None)
+    return p
+
+
+def _level(cfg: Config, args: argparse.Namespace) -> str:
+    levels = ["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"]
+    base = levels.index(cfg.service.log_level) if cfg.service.log_level in levels else 2
+    return levels[max(0, min(len(levels) - 1, base - args.verbose + args.quiet))]
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.path or args.config)
+    print(f"# {cfg.source or 'defaults (no config file)'}: OK")
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def _cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
+    from scribed import text
+    from scribed.runner import OutputSpec, open_pipeline, transcribe_files
+
+    model: dict[str, object] = {}
+    if args.model:
+        model["id"] = args.model
+    if args.device:
+        model["device"] = args.device
+    if args.batch_size:
+        if args.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        model["batch_size"] = args.batch_size
+    trans: dict[str, object] = {}
+    if args.language:
+        try:
+            text.language_name(args.language)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        trans["language"] = args.language
+    if args.timestamps:
+        trans["timestamps"] = True
+    out: dict[str, object] = {}
+    if args.format:
+        formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
+        bad = [f for f in formats if f not in OUTPUT_FORMATS]
+        if bad or not formats:
+            raise UsageError(f"--format: unknown format(s) {', '.join(bad) or '(none)'}; "
+                             f"use {','.join(OUTPUT_FORMATS)}")
+        out["formats"] = formats
+    if args.out:
+        out["dir"] = args.out.expanduser()
+    cfg = replace(cfg, model=model, transcription=trans, output=out)
+    missing = [str(f) for f in args.files if not f.exists()]
+    for name in missing:
+        logger.error("no such file: {}", name)
+    files = [f for f in args.files if f.exists()]
+    if not files:
+        return 1
+    pipeline = open_pipeline(cfg)
+    spec = OutputSpec(cfg.output.formats, cfg.output.dir, None, cfg.transcription.timestamps)
+    outcomes = transcribe_files(pipeline, files, spec, on_event=_progress_bar())
+    failed = [o for o in outcomes if not o.ok]
+    for o in failed:
+        print(f"FAILED {o.path}: {o.error}", file=sys.stderr)
+    for o in outcomes:
+        if o.ok:
+            print(" ".join(str(p) for p in o.outputs.values()))
+    return 1 if failed or missing else 0
+
+
+def _progress_bar():  # noqa: ANN202 - returns the runner's Event callable
+    """tqdm bars on a terminal: files decoded, then chunks done of the current file."""
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0  # no background monitor thread: the daemon and tests stay thread-clean
+    bars: dict[Path, tqdm] = {}
+
+    def on_event(kind: str, path: Path, info: dict[str, object]) -> None:
+        if kind == "decoded":
+            tqdm.write(f"decoded {path.name} ({float(info['duration_s']):.0f} s)", file=sys.stderr)
+        elif kind == "chunk":
+            bar = bars.get(path)
+            if bar is None:
+                bar = bars[path] = tqdm(total=int(info["total"]), desc=path.name[:40], unit="chunk",
+                                        file=sys.stderr, disable=None, leave=True)
+            bar.total = int(info["total"])
+            bar.n = int(info["done"])
+            bar.refresh()
+        elif kind == "written" and path in bars:
+            bars.pop(path).close()
+
+    return on_event
+
+
+def _cmd_model(args: argparse.Namespace, cfg: Config) -> int:
+    from scribed import models
+
+    if args.action == "pull":
+        return models.pull(args.id or cfg.model.id, cfg.model.cache_dir)
+    found = models.list_models(cfg.model.cache_dir)
+    if not found:
+        print(f"no Qwen3-ASR model in the local cache; fetch one with: scribed model pull {cfg.model.id}")
+    for m in found:
+        mark = "*" if m.id == cfg.model.id else " "
+        print(f"{mark} {m.id:32s} {m.size_bytes / 1e9:6.2f} GB  {m.path}")
+    local = Path(cfg.model.id).expanduser()
+    if local.is_dir():
+        print(f"* {cfg.model.id} (local folder)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.setup("INFO")
+    try:
+        if args.command == "check-config":
+            return _cmd_check_config(args)
+        cfg = load_config(args.config)
+        logs.setup(_level(cfg, args))
+        if args.command == "transcribe":
+            return _cmd_transcribe(args, cfg)
+        if args.command == "model":
+            return _cmd_model(args, cfg)
+        if args.command == "run":
+            from scribed.service import run_daemon
+
+            return run_daemon(cfg, once=args.once)
+        if args.command == "status":
+            from scribed.status import print_status
+
+            return print_status(cfg)
+        if args.command == "service":
+            from scribed.unit import service_command
+
+            return service_command(args.action, args.config.resolve() if args.config else None)
+        if args.command == "bench":
+            from scribed.bench import bench_command
+
+            return bench_command(args, cfg)
+    except ConfigError as exc:
+        print(f"scribed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ScribedError as exc:
+        print(f"scribed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ImportError as exc:
+        if exc.name and exc.name.startswith("scribed."):
+            print(f"scribed: '{args.command}' is not available yet in this version", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("scribed: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Transcript files: rendering (txt, srt, vtt, json) and atomic writes.
+
+Contract:
+- :func:`output_paths` decides where transcripts of a recording go (beside it, or under
+  ``output.dir`` with the same sub-folder layout).
+- :func:`atomic_write` never leaves a half-written file under the final name: it writes a hidden
+  temporary in the same folder (``.NAME.scribed-XXXX.tmp``), fsyncs it, gives it the source's
+  permission bits, renames it into place and fsyncs the folder. A sync client or a colleague
+  sees either nothing or the whole transcript.
+- The JSON layout is an interface: ``{"source", "duration_s", "language", "model",
+  "segments": [{"start", "end", "text", "language"}], "text"}`` (+ ``"failures"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+from scribed import text as textmod
+from scribed.transcribe import Transcript
+
+TEMP_PREFIX = "."
+TEMP_MARK = ".scribed-"
+TEMP_SUFFIX = ".tmp"
+FAILED_SUFFIX = ".failed.txt"
+_TEMP_RE = re.compile(r"^\..+\.scribed-[A-Za-z0-9_]+\.tmp$")
+
+
+def is_scribed_temp(name: str) -> bool:
+    """True for scribed's own temporary files (ignored by the watcher, wiped after a crash)."""
+    return bool(_TEMP_RE.match(name))
+
+
+def output_paths(source: Path, formats: tuple[str, ...] | list[str], out_dir: Path | None = None,
+                 root: Path | None = None) -> dict[str, Path]:
+    """Transcript path per format: ``NAME.<fmt>`` beside the source, or in ``out_dir`` keeping the
+    source's path relative to ``root`` (the watched folder) when it has one."""
+    folder = source.parent
+    if out_dir is not None:
+        rel = source.parent.relative_to(root) if root and source.parent.is_relative_to(root) else Path()
+        folder = out_dir / rel
+    return {fmt: folder / f"{source.stem}.{fmt}" for fmt in formats}
+
+
+def failure_path(source: Path, out_dir: Path | None = None, root: Path | None = None) -> Path:
+    return output_paths(source, ["x"], out_dir, root)["x"].with_name(source.stem + FAILED_SUFFIX)
+
+
+def atomic_write(path: Path, data: str, mode_from: Path | None = None) -> None:
+    """Write ``data`` (UTF-8) to ``path`` atomically; permission bits copied from ``mode_from``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = 0o644
+    if mode_from is not None:
+        try:
+            mode = stat.S_IMODE(os.stat(mode_from).st_mode) & 0o666
+        except OSError:
+            pass
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}{TEMP_MARK}{os.urandom(4).hex()}{TEMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- renderers ------------------------------------------------------------------------------------
+
+
+def _failure_note(t: Transcript) -> list[str]:
+    return [f"[scribed: {textmod.format_clock(f.start)}–{textmod.format_clock(f.end)} {f.reason}]"
+            for f in t.failures]
+
+
+def render_txt(t: Transcript, timestamps: bool = False) -> str:
+    paragraphs = [f"[{textmod.format_clock(start)}] {body}" if timestamps else body
+                  for start, body in t.paragraphs]
+    return "\n\n".join(paragraphs + _failure_note(t)) + "\n"
+
+
+def _cues(t: Transcript) -> list[tuple[float, float, str]]:
+    """Subtitle cues: each segment split at sentence ends, time shared out by character count
+    (the model gives no word timings, so this is an estimate inside the segment's true bounds)."""
+    cues = []
+    for seg in t.segments:
+        pieces = textmod.split_sentences(seg.text)
+        total = sum(len(p) for p in pieces) or 1
+        start = seg.start
+        for piece in pieces:
+            end = start + (seg.end - seg.start) * len(piece) / total
+            cues.append((start, end, piece))
+            start = end
+    return cues
+
+
+def render_srt(t: Transcript) -> str:
+    blocks = [f"{i}\n{textmod.format_clock(a, millis=True, sep=',')} --> "
+              f"{textmod.format_clock(b, millis=True, sep=',')}\n{body}\n"
+              for i, (a, b, body) in enumerate(_cues(t), 1)]
+    return "\n".join(blocks)
+
+
+def render_vtt(t: Transcript) -> str:
+    blocks = [f"{textmod.format_clock(a, millis=True)} --> {textmod.format_clock(b, millis=True)}\n"
+              f"{body.replace('-->', '->')}\n" for a, b, body in _cues(t)]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def transcript_dict(t: Transcript) -> dict[str, object]:
+    return {
+        "source": Path(t.source).name,
+        "duration_s": t.duration_s,
+        "language": t.language,
+        "model": t.model,
+        "segments": [{"start": s.start, "end": s.end, "text": s.text, "language": s.language}
+                     for s in t.segments if s.text],
+        "text": t.text,
+        "failures": [{"start": f.start, "end": f.end, "reason": f.reason} for f in t.failures],
+    }
+
+
+def render_json(t: Transcript) -> str:
+    return json.dumps(transcript_dict(t), ensure_ascii=False, indent=2) + "\n"
+
+
+def render(t: Transcript, fmt: str, timestamps: bool = False) -> str:
+    if fmt == "txt":
+        return render_txt(t, timestamps)
+    return {"srt": render_srt, "vtt": render_vtt, "json": render_json}[fmt](t)
+
+
+def write_transcript(t: Transcript, paths: dict[str, Path], *, source: Path, timestamps: bool = False) -> None:
+    """Write every requested format atomically; txt last, since its presence means "done" to people."""
+    for fmt in sorted(paths, key=lambda f: f == "txt"):
+        atomic_write(paths[fmt], render(t, fmt, timestamps), mode_from=source)
+
+
+def write_failure(path: Path, source: Path, reason: str) -> None:
+    atomic_write(path, f"scribed could not transcribe {source.name}:\n{reason}\n", mode_from=source)
