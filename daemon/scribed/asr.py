@@ -19,24 +19,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import json  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import numpy as np
+import torch
+from transformers import (
     AutoProcessor,
     AutoTokenizer,
     Qwen3ASRConfig,
     Qwen3ASRForConditionalGeneration,
 )
-from transformers.utils import logging as hf_logging  # noqa: E402
+from transformers.utils import logging as hf_logging
 
-from scribed.errors import ModelError  # noqa: E402
-from scribed.transcribe import ChunkRequest, ChunkResult  # noqa: E402
+from scribed.errors import ModelError
+from scribed.transcribe import ChunkRequest, ChunkResult
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()

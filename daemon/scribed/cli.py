@@ -133,7 +133,7 @@ def _cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
     return 1 if failed or missing else 0
 
 
-def _progress_bar():  # noqa: ANN202 - returns the runner's Event callable
+def _progress_bar():
     """tqdm bars on a terminal: files decoded, then chunks done of the current file."""
     from tqdm import tqdm
 

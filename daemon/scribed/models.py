@@ -23,7 +23,7 @@ from scribed.errors import ModelError
 KNOWN_MODELS = ("Qwen/Qwen3-ASR-0.6B-hf", "Qwen/Qwen3-ASR-1.7B-hf")
 
 
-def _hub(offline: bool = True):  # noqa: ANN202 - module object
+def _hub(offline: bool = True):
     if offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
     import huggingface_hub

@@ -13,6 +13,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -54,10 +55,8 @@ def atomic_write(path: Path, data: str, mode_from: Path | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = 0o644
     if mode_from is not None:
-        try:
+        with contextlib.suppress(OSError):
             mode = stat.S_IMODE(os.stat(mode_from).st_mode) & 0o666
-        except OSError:
-            pass
     tmp = path.with_name(f"{TEMP_PREFIX}{path.name}{TEMP_MARK}{os.urandom(4).hex()}{TEMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

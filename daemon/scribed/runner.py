@@ -16,8 +16,8 @@ from loguru import logger
 
 from scribed import output
 from scribed.audio import DecodedAudio, decode_audio
-from scribed.errors import ScribedError
 from scribed.config import Config
+from scribed.errors import ScribedError
 from scribed.transcribe import Pipeline, TranscribeOptions, Transcript
 
 # Decoded audio held at once: 3 hours of 16 kHz float32 is ~700 MB.

@@ -2,16 +2,17 @@
 
 The method is an energy detector (see ``docs/segmentation.md`` for why and how it was measured):
 
-1. Short-time power in 10 ms frames, computed on a reshaped *view* of the samples (no copy of
-   the recording), smoothed over 50 ms and expressed in dBFS.
+1. AC power (variance) of 10 ms frames, computed on a reshaped *view* of the samples (no copy
+   of the recording), smoothed over 50 ms and expressed in dBFS.
 2. A noise floor that adapts to the surroundings: the larger of the minimum over the preceding
    and the minimum over the following ``floor_window_s``. A stretch of steady noise (hiss, hum,
    room tone) is its own floor on at least one side, so it is never taken for speech even when a
    quieter recording is next to it; speech always has quieter gaps between syllables nearby, so
    the floor under it stays low.
 3. Hysteresis: a run of frames above ``floor + off_db`` is speech if at least one frame in it rises
-   above ``floor + on_db``; runs shorter than ``min_speech_s`` (clicks) are dropped, and runs
-   closer than ``min_silence_s`` are joined, so short pauses are never cut candidates.
+   above ``floor + on_db``; it lasts ``hangover_s`` longer (soft word endings); runs closer than
+   ``min_silence_s`` are joined, so short pauses are never cut candidates, and what is still
+   shorter than ``min_speech_s`` (a click) is dropped.
 4. Planning: a pause of ``max_pause_s`` or more always ends a chunk and is skipped but for
    ``pad_s`` of context on each side. Speech between such pauses is split only where it must be,
    to respect ``max_chunk_s``: a dynamic programme picks the cuts, preferring few cuts at long
@@ -66,7 +67,7 @@ class SegmentOptions:
     max_chunk_s: float = 30.0  # hard limit on a chunk's length (the ASR model's window)
     min_chunk_s: float = 1.0  # shorter chunks are merged into a neighbour when that fits
     min_silence_s: float = 0.3  # a pause shorter than this is not a cut candidate
-    pad_s: float = 0.2  # context kept around speech at a chunk edge (never overlaps a neighbour)
+    pad_s: float = 0.2  # context kept at a chunk edge on a long pause (a short one is split evenly)
     max_pause_s: float = 2.0  # a pause at least this long always ends a chunk
     min_fill: float = 0.5  # a cut inside speech goes after this fraction of max_chunk_s
     merge_pause_s: float = 5.0  # a chunk under min_chunk_s joins a neighbour at most this far away
@@ -153,8 +154,9 @@ def find_speech(
 ) -> list[tuple[int, int]]:
     """Speech regions as sorted, disjoint ``(start, end)`` sample ranges (end exclusive).
 
-    Pauses shorter than ``options.min_silence_s`` are inside a region, never between two; no
-    padding is added. An empty or all-silent recording gives ``[]``.
+    Pauses shorter than ``options.min_silence_s`` are inside a region, never between two; a
+    region ends ``hangover_s`` after its energy drops, and no other padding is added. An empty
+    or all-silent recording gives ``[]``; ``samples`` must be 1-D (ValueError otherwise).
     """
     hop = max(round(sample_rate * _HOP_S), 1)
     db = _frame_db(samples, hop)

@@ -1,0 +1,243 @@
+"""``scribed service install|uninstall|status``: run scribed as a systemd user service.
+
+Contract of :func:`service_command`: returns the CLI exit status and prints what it did.
+``install`` renders ``systemd/scribed.service`` (the ExecStart= line gets the absolute path of the
+scribed executable and ``--config PATH``; the ReadWritePaths= lines get every folder the config
+says scribed writes to), writes it to ``$XDG_CONFIG_HOME/systemd/user/scribed.service``, reloads
+the user manager and enables + starts the service. ``uninstall`` stops, disables and removes it.
+``status`` shows ``systemctl --user status`` and the last 20 journal lines. Without a reachable
+systemd user manager it prints why and returns 2. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from scribed.config import Config, load_config, xdg_dir
+from scribed.errors import ScribedError
+
+UNIT_NAME = "scribed.service"
+ACTIONS = ("install", "uninstall", "status")
+_REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "systemd" / UNIT_NAME
+# PrivateTmp=yes gives the service its own empty /tmp and /var/tmp.
+_PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
+
+
+def unit_template() -> str:
+    """The unit file shipped with scribed: package data if installed, else the source tree's."""
+    try:
+        return resources.files("scribed").joinpath("data", UNIT_NAME).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError):
+        pass
+    try:
+        return _REPO_TEMPLATE.read_text(encoding="utf-8")
+    except OSError:
+        raise ScribedError(f"the unit template {UNIT_NAME} is missing from this installation") from None
+
+
+def _quote(text: str) -> str:
+    if text and not any(c in text for c in " \t\n\"'\\;"):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def quote_arg(arg: str) -> str:
+    """One ExecStart= word: specifiers (%) and variables ($) kept literal, quoted if needed."""
+    return _quote(str(arg).replace("%", "%%").replace("$", "$$"))
+
+
+def quote_path(path: str) -> str:
+    """One ReadWritePaths= entry: only specifiers (%) expand there, so only "%" is escaped."""
+    return _quote(str(path).replace("%", "%%"))
+
+
+def render_unit(template: str, exec_start: Sequence[str], write_paths: Iterable[Path]) -> str:
+    """``template`` with its ExecStart= line and ReadWritePaths= lines replaced.
+
+    Each write path becomes ``ReadWritePaths=-PATH`` ("-": a missing folder does not stop the
+    service from starting). Raises ScribedError if the template lacks either directive.
+    """
+    exec_line = "ExecStart=" + " ".join(quote_arg(a) for a in exec_start)
+    rw_lines = [f"ReadWritePaths={quote_path('-' + str(p))}" for p in write_paths]
+    out: list[str] = []
+    seen_exec = seen_rw = False
+    for line in template.splitlines():
+        if line.startswith("ExecStart="):
+            out.append(exec_line)
+            seen_exec = True
+        elif line.startswith("ReadWritePaths="):
+            if not seen_rw:
+                out.extend(rw_lines)
+            seen_rw = True
+        else:
+            out.append(line)
+    if not (seen_exec and seen_rw):
+        raise ScribedError(f"the unit template {UNIT_NAME} has no ExecStart= or ReadWritePaths= line")
+    return "\n".join(out) + "\n"
+
+
+def writable_paths(cfg: Config) -> list[Path]:
+    """Every folder the daemon writes to, absolute and de-duplicated, in a stable order."""
+    candidates = [
+        *cfg.watch.folders,
+        cfg.output.dir,
+        cfg.policy.archive_dir,
+        cfg.policy.temp_dir,
+        cfg.service.resolved_state_dir,
+    ]
+    paths = [Path(os.path.abspath(p.expanduser())) for p in candidates if p is not None]
+    return list(dict.fromkeys(paths))
+
+
+def scribed_executable() -> list[str]:
+    """The command that starts scribed: ``scribed`` on PATH, else this process's own script."""
+    found = shutil.which("scribed")
+    if found:
+        return [str(Path(found).resolve())]
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.is_file() and os.access(argv0, os.X_OK):
+        return [str(argv0.resolve())]
+    raise ScribedError("cannot find the scribed executable: install scribed so that `scribed` is on PATH")
+
+
+def default_user_dir() -> Path:
+    return xdg_dir("XDG_CONFIG_HOME", ".config") / "systemd" / "user"
+
+
+def _run(cmd: Sequence[str], *, check: bool = True, quiet: bool = False) -> int:
+    """Run ``cmd``, output to the terminal (or discarded if quiet); returns its exit status."""
+    out = subprocess.DEVNULL if quiet else None
+    try:
+        # Longer than the unit's TimeoutStartSec=: `enable --now` waits for READY=1.
+        rc = subprocess.run(list(cmd), stdout=out, stderr=out, check=False, timeout=330).returncode
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"error: {' '.join(cmd)}: {exc}", file=sys.stderr)
+        return 1
+    if check and rc != 0:
+        print(f"error: `{' '.join(cmd)}` failed with exit status {rc}", file=sys.stderr)
+    return rc
+
+
+def _user_manager_problem(systemctl: str) -> str | None:
+    """Why ``systemctl --user`` cannot be used here, or None if it can."""
+    if shutil.which(systemctl) is None:
+        return f"systemd is not available here (no `{systemctl}` on PATH)"
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    if _run([systemctl, "--user", "show", "--property=Version"], check=False, quiet=True) != 0:
+        return (
+            f"cannot talk to a systemd user manager ({runtime}/systemd/private is not answering): "
+            "log in through a systemd session, or run `scribed run` under your own supervisor"
+        )
+    return None
+
+
+def _linger_hint() -> str:
+    user = getpass.getuser()
+    if Path("/var/lib/systemd/linger", user).exists():
+        return "scribed keeps running after you log out (lingering is enabled)."
+    return f"To keep scribed running after you log out, run: loginctl enable-linger {user}"
+
+
+def _install(config_path: Path | None, unit_file: Path, systemctl: str, dry_run: bool) -> int:
+    cfg = load_config(config_path)
+    command = [*scribed_executable(), "run"]
+    if config_path is not None:
+        command += ["--config", str(Path(os.path.abspath(config_path.expanduser())))]
+    paths = writable_paths(cfg)
+    text = render_unit(unit_template(), command, paths)
+    needed = [*paths, Path(command[0]), *([Path(command[-1])] if config_path else []), cfg.model.cache_dir]
+    for path in dict.fromkeys(Path(os.path.abspath(p)) for p in needed if p is not None):
+        if any(path.is_relative_to(tmp) for tmp in _PRIVATE_TMP):
+            print(f"warning: the service cannot see {path}: PrivateTmp=yes hides /tmp and /var/tmp", file=sys.stderr)
+    if dry_run:
+        print(f"# would write {unit_file}:\n{text}", end="")
+        print(f"# would run: {systemctl} --user daemon-reload; {systemctl} --user enable --now {UNIT_NAME}")
+        return 0
+    for path in paths:
+        if not path.exists():
+            # ProtectSystem=strict: the service cannot create a folder in a read-only parent.
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            print(f"created {path}")
+    was_active = _run([systemctl, "--user", "is-active", "--quiet", UNIT_NAME], check=False, quiet=True) == 0
+    unit_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = unit_file.with_name(f".{unit_file.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, unit_file)  # atomic: the manager never reads a half-written unit
+    print(f"wrote {unit_file}")
+    steps = [["daemon-reload"], ["enable", "--now", UNIT_NAME]]
+    if was_active:
+        steps.append(["restart", UNIT_NAME])  # enable --now does not restart a running service
+    for step in steps:
+        if _run([systemctl, "--user", *step]) != 0:
+            return 1
+    print(f"scribed is installed and running; see `scribed service status`.\n{_linger_hint()}")
+    return 0
+
+
+def _uninstall(unit_file: Path, systemctl: str, dry_run: bool) -> int:
+    if dry_run:
+        print(f"# would run: {systemctl} --user disable --now {UNIT_NAME}; remove {unit_file}; daemon-reload")
+        return 0
+    _run([systemctl, "--user", "disable", "--now", UNIT_NAME], check=False)
+    if unit_file.exists():
+        unit_file.unlink()
+        print(f"removed {unit_file}")
+    else:
+        print(f"{unit_file} was not installed")
+    return 0 if _run([systemctl, "--user", "daemon-reload"]) == 0 else 1
+
+
+def _status(systemctl: str, dry_run: bool) -> int:
+    if dry_run:
+        print(f"# would run: {systemctl} --user status {UNIT_NAME}; journalctl --user -u {UNIT_NAME} -n 20")
+        return 0
+    rc = _run([systemctl, "--user", "status", "--no-pager", UNIT_NAME], check=False)
+    journalctl = shutil.which("journalctl")
+    if journalctl:
+        _run([journalctl, "--user", "-u", UNIT_NAME, "-n", "20", "--no-pager"], check=False)
+    return rc  # systemctl's LSB code: 0 running, 3 stopped, 4 not installed
+
+
+def service_command(
+    action: str,
+    config_path: Path | None,
+    *,
+    user_dir: Path | None = None,
+    systemctl: str = "systemctl",
+    dry_run: bool = False,
+) -> int:
+    """Run ``scribed service ACTION``; returns the exit status (2: no systemd or bad config).
+
+    ``user_dir`` overrides the unit folder (default ``$XDG_CONFIG_HOME/systemd/user``);
+    ``dry_run`` prints the rendered unit and the commands instead of running anything.
+    """
+    if action not in ACTIONS:
+        print(f"error: unknown service action {action!r} (expected {', '.join(ACTIONS)})", file=sys.stderr)
+        return 2
+    unit_file = (user_dir or default_user_dir()) / UNIT_NAME
+    try:
+        if not dry_run:
+            problem = _user_manager_problem(systemctl)
+            if problem:
+                print(f"error: {problem}", file=sys.stderr)
+                return 2
+        if action == "install":
+            return _install(Path(config_path) if config_path else None, unit_file, systemctl, dry_run)
+        if action == "uninstall":
+            return _uninstall(unit_file, systemctl, dry_run)
+        return _status(systemctl, dry_run)
+    except ScribedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,176 @@
+"""Tests for scribed.sdnotify against a real AF_UNIX datagram socket standing in for systemd."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scribed.sdnotify import Notifier
+
+DAEMON_DIR = Path(__file__).resolve().parents[2] / "daemon"
+PYTHONPATH = os.pathsep.join(filter(None, [str(DAEMON_DIR), os.environ.get("PYTHONPATH")]))
+
+
+@pytest.fixture()
+def manager(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    """A bound datagram socket, like the service manager's, and its $NOTIFY_SOCKET value."""
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    yield sock, str(path)
+    sock.close()
+
+
+def test_exact_datagrams(manager: tuple[socket.socket, str]) -> None:
+    sock, address = manager
+    notifier = Notifier({"NOTIFY_SOCKET": address})
+    assert notifier.enabled
+    assert notifier.ready()
+    assert sock.recv(4096) == b"READY=1\n"
+    assert notifier.ready("watching 2 folders")
+    assert sock.recv(4096) == b"READY=1\nSTATUS=watching 2 folders\n"
+    assert notifier.status("transcribing board.m4a\n(3 queued)")
+    assert sock.recv(4096) == b"STATUS=transcribing board.m4a (3 queued)\n"  # one field, one line
+    assert notifier.watchdog()
+    assert sock.recv(4096) == b"WATCHDOG=1\n"
+    assert notifier.stopping()
+    assert sock.recv(4096) == b"STOPPING=1\n"
+    assert notifier.extend_timeout(1.5)
+    assert sock.recv(4096) == b"EXTEND_TIMEOUT_USEC=1500000\n"
+    assert notifier.notify(errno=5, ready=True)
+    assert sock.recv(4096) == b"ERRNO=5\nREADY=1\n"
+    notifier.close()
+
+
+def test_reloading_carries_the_monotonic_clock(manager: tuple[socket.socket, str]) -> None:
+    sock, address = manager
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert Notifier({"NOTIFY_SOCKET": address}).reloading()
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    lines = sock.recv(4096).decode().splitlines()
+    assert lines[0] == "RELOADING=1"
+    key, value = lines[1].split("=")
+    assert key == "MONOTONIC_USEC" and before <= int(value) <= after
+
+
+def test_abstract_socket_name() -> None:
+    name = f"scribed-test-{secrets.token_hex(6)}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(5)
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name})
+        assert notifier.ready()
+        assert sock.recv(4096) == b"READY=1\n"
+    finally:
+        sock.close()
+
+
+def test_disabled_outside_systemd() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled
+    assert notifier.ready() is False
+    assert notifier.watchdog() is False
+    assert notifier.watchdog_interval_s() is None
+    assert not Notifier({"NOTIFY_SOCKET": "vsock:2:1234"}).enabled
+
+
+def test_a_vanished_manager_never_raises(tmp_path: Path) -> None:
+    path = tmp_path / "gone"
+    notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+    assert notifier.ready() is False  # no such socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    try:
+        assert notifier.status("back")  # reconnects after the failure
+        assert sock.recv(4096) == b"STATUS=back\n"
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"WATCHDOG_USEC": "120000000"}, 60.0),
+        ({"WATCHDOG_USEC": "120000000", "WATCHDOG_PID": str(os.getpid())}, 60.0),
+        ({"WATCHDOG_USEC": "120000000", "WATCHDOG_PID": "1"}, None),  # someone else's watchdog
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_watchdog_interval(env: dict[str, str], expected: float | None) -> None:
+    assert Notifier({"NOTIFY_SOCKET": "/run/nothing", **env}).watchdog_interval_s() == expected
+
+
+def test_unset_environment(monkeypatch: pytest.MonkeyPatch, manager: tuple[socket.socket, str]) -> None:
+    sock, address = manager
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    notifier = Notifier(unset_environment=True)
+    assert "NOTIFY_SOCKET" not in os.environ and "WATCHDOG_USEC" not in os.environ
+    assert notifier.watchdog_interval_s() == 0.5
+    assert notifier.ready()
+    assert sock.recv(4096) == b"READY=1\n"
+
+
+def test_thread_safe(manager: tuple[socket.socket, str]) -> None:
+    sock, address = manager
+    notifier = Notifier({"NOTIFY_SOCKET": address})
+    threads, per_thread = 8, 50
+    received: list[bytes] = []
+
+    def drain() -> None:  # the kernel queue is short: the manager must keep reading
+        for _ in range(threads * per_thread):
+            received.append(sock.recv(4096))
+
+    def send(t: int) -> None:
+        for i in range(per_thread):
+            assert notifier.status(f"thread {t} message {i}")
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    senders = [threading.Thread(target=send, args=(t,)) for t in range(threads)]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(10)
+    reader.join(10)
+    notifier.close()
+    expected = {f"STATUS=thread {t} message {i}\n".encode() for t in range(threads) for i in range(per_thread)}
+    assert len(received) == threads * per_thread
+    assert set(received) == expected
+
+
+def test_works_under_the_network_guard(manager: tuple[socket.socket, str]) -> None:
+    sock, address = manager
+    code = """
+        from scribed import policy
+        from scribed.sdnotify import Notifier
+        policy.install_network_guard()
+        print(Notifier().ready("guarded"))
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, "NOTIFY_SOCKET": address},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+    assert sock.recv(4096) == b"READY=1\nSTATUS=guarded\n"
+    assert "network blocked" not in proc.stderr
