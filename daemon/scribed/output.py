@@ -14,6 +14,7 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import stat
 from pathlib import Path
 
 from scribed import text as textmod
+from scribed.audio import AUDIO_EXTENSIONS
 from scribed.transcribe import Transcript
 
 TEMP_PREFIX = "."
@@ -43,11 +45,22 @@ def output_paths(source: Path, formats: tuple[str, ...] | list[str], out_dir: Pa
     if out_dir is not None:
         rel = source.parent.relative_to(root) if root and source.parent.is_relative_to(root) else Path()
         folder = out_dir / rel
-    return {fmt: folder / f"{source.stem}.{fmt}" for fmt in formats}
+    return {fmt: folder / f"{output_stem(source)}.{fmt}" for fmt in formats}
+
+
+def output_stem(source: Path) -> str:
+    """``NAME`` for ``NAME.m4a``; ``NAME.m4a`` when another recording ``NAME.*`` sits beside it,
+    so ``talk.mp3`` and ``talk.flac`` never write over each other's transcript."""
+    try:
+        twins = [p for p in source.parent.glob(glob.escape(source.stem) + ".*")
+                 if p.suffix.lower() in AUDIO_EXTENSIONS and p.name != source.name]
+    except OSError:
+        twins = []
+    return source.name if twins else source.stem
 
 
 def failure_path(source: Path, out_dir: Path | None = None, root: Path | None = None) -> Path:
-    return output_paths(source, ["x"], out_dir, root)["x"].with_name(source.stem + FAILED_SUFFIX)
+    return output_paths(source, ["x"], out_dir, root)["x"].with_name(output_stem(source) + FAILED_SUFFIX)
 
 
 def atomic_write(path: Path, data: str, mode_from: Path | None = None) -> None:

@@ -77,6 +77,9 @@ class SegmentOptions:
     off_db: float = 3.0  # ... and it lasts while it stays this far above the floor
     floor_window_s: float = 1.5  # span of the one-sided minima that estimate the noise floor
     min_level_db: float = -65.0  # dBFS: quieter frames are never speech (inaudible)
+    # dBFS: louder frames are always speech. The relative floor cannot see speech that fills its
+    # whole window (a 2 s clip with no pause would otherwise be dropped entirely).
+    loud_db: float = -35.0
 
 
 _DEFAULTS = SegmentOptions()
@@ -126,9 +129,10 @@ def _speech_frames(db: np.ndarray, opt: SegmentOptions, hop_s: float) -> list[tu
     if db.size == 0:
         return []
     floor = _noise_floor(db, round(opt.floor_window_s / hop_s))
-    on = np.maximum(floor + opt.on_db, opt.min_level_db)
-    # the absolute gate gets the same hysteresis as the relative one
-    off = np.maximum(floor + opt.off_db, opt.min_level_db - (opt.on_db - opt.off_db))
+    on = np.minimum(np.maximum(floor + opt.on_db, opt.min_level_db), opt.loud_db)
+    # the absolute gates get the same hysteresis as the relative one
+    off = np.minimum(np.maximum(floor + opt.off_db, opt.min_level_db - (opt.on_db - opt.off_db)),
+                     opt.loud_db - (opt.on_db - opt.off_db))
     starts, ends = _runs(db > off)
     if starts.size == 0:
         return []
