@@ -74,10 +74,10 @@ class Daemon:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def run(self, once: bool = False) -> int:
-        net = policy.network_self_test()
         if self.cfg.policy.block_network:
             policy.install_network_guard()
-        logger.info("scribed starting (pid {}); network: {}", os.getpid(), net.detail)
+        net = policy.network_self_test()
+        logger.info("scribed starting (pid {}); {}", os.getpid(), net.detail)
         self.journal.set_meta(pid=os.getpid(), started=time.time(), network=net.detail, model=self.cfg.model.id,
                               worker="starting", config=self.cfg.source, heartbeat=time.time())
         self._recover()
@@ -221,7 +221,8 @@ class Daemon:
                 self.worker_failures = 0
                 info = message[1]
                 logger.info("model {} ready on {} (loaded in {:.1f} s)", info["model"], info["device"], info["load_s"])
-                self.journal.set_meta(worker="ready", device=info["device"], load_s=info["load_s"])
+                self.journal.set_meta(worker="ready", device=info["device"], load_s=info["load_s"],
+                                      ready_pid=info["pid"])
                 self.notifier.ready(status="ready; waiting for recordings")
             elif kind == "fatal":
                 logger.error("worker cannot start: {}", message[1])
@@ -235,6 +236,8 @@ class Daemon:
                 self._finish(message[1], message[2])
                 if message[1] in worker.busy:
                     worker.busy.remove(message[1])
+            elif kind == "idle":
+                self.journal.set_meta(worker="ready")
             elif kind == "unloaded":
                 self.journal.set_meta(worker="idle (model unloaded)")
 

@@ -39,7 +39,7 @@ def print_status(cfg: Config) -> int:
         running = _alive(meta.get("pid")) and time.time() - float(meta.get("heartbeat") or 0) < 60
         print(f"daemon:    {'running (pid ' + str(meta['pid']) + ')' if running else 'not running'}")
         print(f"model:     {meta.get('model')} on {meta.get('device', '?')}; worker {meta.get('worker', '?')}")
-        print(f"network:   {meta.get('network', 'unknown')}")
+        print(f"{meta.get('network', 'network: unknown')}")
         for folder, mode in (meta.get("watch") or {}).items():  # type: ignore[union-attr]
             print(f"watching:  {folder} ({mode})")
         print(f"queue:     {counts['queued']} queued, {counts['working']} in progress")

@@ -93,6 +93,7 @@ def _prepare_process(cfg: Config) -> None:
     from scribed import logs, policy
 
     logs.setup(cfg.service.log_level, process="scribed-worker")
+    _die_with_parent()
     policy.disable_core_dumps()
     if cfg.policy.block_network:
         policy.install_network_guard()
@@ -108,6 +109,20 @@ def _prepare_process(cfg: Config) -> None:
         target = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
     for var in ("TMPDIR", "TEMP", "TMP", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
         os.environ[var] = target
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker if the daemon dies, so no orphan keeps the GPU or a file."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
 
 
 def worker_main(cfg: Config, conn: Connection) -> None:

@@ -1,0 +1,276 @@
+"""`scribed run` as a user runs it: a real process, real watchdog observers on real folders, the
+trained tiny Qwen3-ASR model in a spawned worker, real SQLite. Waits are bounded condition polls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SR = 16000
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 120, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # polling a condition with a deadline, not timing a race
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Env:
+    def __init__(self, tmp: Path, model: Path, **sections: dict) -> None:
+        self.tmp = tmp
+        self.inbox = tmp / "inbox"
+        self.inbox.mkdir()
+        self.state = tmp / "state"
+        data: dict = {
+            "watch": {"folders": [str(self.inbox)], "settle_s": 0.5, "poll_interval_s": 0.3, "rescan_interval_s": 5},
+            "model": {"id": str(model), "device": "cpu", "batch_size": 8},
+            "service": {"state_dir": str(self.state), "stop_timeout_s": 60},
+        }
+        for name, values in sections.items():
+            data.setdefault(name, {}).update(values)
+        self.config = tmp / "config.yaml"
+        self.config.write_text(yaml.safe_dump(data, allow_unicode=True))
+        self.procs: list[subprocess.Popen] = []
+
+    def cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "scribed.cli", *args, "--config", str(self.config)]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, PYTHONPATH=str(ROOT / "daemon"), PYTHONUNBUFFERED="1")
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout, env=self.env)
+
+    def start(self) -> subprocess.Popen:
+        log = open(self.tmp / f"daemon{len(self.procs)}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(self.cmd("run"), stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.procs.append(proc)
+        def ready() -> bool:
+            meta = self.meta()
+            return proc.poll() is not None or (meta.get("pid") == proc.pid and meta.get("ready_pid") is not None
+                                               and meta.get("ready_pid") == meta.get("worker_pid"))
+
+        wait_for(ready, what="worker ready")
+        assert proc.poll() is None, self.log()
+        return proc
+
+    def log(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.tmp.glob("daemon*.log")))
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.state / 'journal.sqlite3'}?mode=ro", uri=True, timeout=5)
+
+    def meta(self) -> dict:
+        import json
+
+        if not (self.state / "journal.sqlite3").exists():
+            return {}
+        try:
+            with self.db() as db:
+                return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+        except sqlite3.OperationalError:
+            return {}
+
+    def states(self) -> dict[str, str]:
+        if not (self.state / "journal.sqlite3").exists():
+            return {}
+        try:
+            with self.db() as db:
+                return {Path(p).name: s for p, s in db.execute("SELECT path, state FROM jobs")}
+        except sqlite3.OperationalError:
+            return {}
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(30)
+
+
+@pytest.fixture
+def env(tiny_model: Path, tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path, tiny_model)
+    yield e
+    e.stop_all()
+
+
+def _wav(path: Path, seconds: float = 1.5, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    x = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
+         + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x, SR)
+    return path
+
+
+def test_run_once_handles_a_real_folder(env: Env, speech_dir: Path) -> None:
+    inbox = env.inbox
+    shutil.copy(speech_dir / "en-jfk" / "jfk.flac", inbox / "jfk.flac")
+    (inbox / "proj" / "sub").mkdir(parents=True)
+    shutil.copy(speech_dir / "zh-funasr" / "asr_example.mp3", inbox / "proj" / "sub" / "20240521_产品需求会_v2.mp3")
+    shutil.copy(speech_dir / "smoke-firered2s" / "hello_en.wav", inbox / "proj" / "team sync.wav")
+    shutil.copy(speech_dir / "smoke-firered2s" / "hello_zh.wav", inbox / "proj" / ".syncthing.x.wav.tmp")
+    shutil.copy(speech_dir / "smoke-firered2s" / "hello_zh.wav", inbox / "proj" / "partial.mp3.part")
+    shutil.copy(speech_dir / "smoke-firered2s" / "hello_zh.wav", inbox / "theirs.wav")
+    (inbox / "theirs.txt").write_text("a transcript somebody else wrote\n")
+    (inbox / "broken.m4a").write_bytes(os.urandom(3000))
+    sources = {p: sha(p) for p in inbox.rglob("*") if p.is_file()}
+
+    result = env.run("run", "--once")
+    assert result.returncode == 1, result.stderr  # broken.m4a failed
+    assert (inbox / "jfk.txt").read_text() == "hello world\n"
+    assert (inbox / "proj" / "sub" / "20240521_产品需求会_v2.txt").exists()
+    assert (inbox / "proj" / "team sync.txt").exists()
+    assert (inbox / "theirs.txt").read_text() == "a transcript somebody else wrote\n"
+    assert not (inbox / "proj" / ".syncthing.x.txt").exists() and not (inbox / "proj" / "partial.txt").exists()
+    failed = (inbox / "broken.failed.txt").read_text()
+    assert "broken.m4a" in failed and "not a recognised audio" in failed
+    assert {p: sha(p) for p in sources} == sources, "a source file changed"
+    states = env.states()
+    assert states == {"jfk.flac": "done", "20240521_产品需求会_v2.mp3": "done", "team sync.wav": "done",
+                      "theirs.wav": "skipped", "broken.m4a": "failed"}
+
+    # A second pass transcribes nothing again; a changed recording is transcribed again.
+    stamp = (inbox / "jfk.txt").stat().st_mtime_ns
+    result = env.run("run", "--once")
+    assert (inbox / "jfk.txt").stat().st_mtime_ns == stamp
+    shutil.copy(speech_dir / "en-librispeech" / "1272-128104-0000.flac", inbox / "jfk.flac")
+    result = env.run("run", "--once")
+    assert (inbox / "jfk.txt").stat().st_mtime_ns != stamp
+    status = env.run("status")
+    assert "3 done, 1 failed, 1 skipped" in status.stdout, status.stdout
+    assert "broken.m4a" in status.stdout and "not running" in status.stdout
+
+
+def test_live_daemon_with_sync_clients_status_and_sigterm(env: Env, tmp_path: Path) -> None:
+    polled = tmp_path / "nas"
+    polled.mkdir()
+    config = yaml.safe_load(env.config.read_text())
+    config["watch"]["folders"].append(str(polled))
+    env.config.write_text(yaml.safe_dump(config))
+    daemon = env.start()
+    staging = tmp_path / "staging"
+    # rsync: hidden temp name in the target folder, then rename into place.
+    _wav(staging / "a.wav", seed=1)
+    shutil.copy(staging / "a.wav", env.inbox / ".rsync-rec.wav.Xy12Ab")
+    os.rename(env.inbox / ".rsync-rec.wav.Xy12Ab", env.inbox / "rsync-rec.wav")
+    # Syncthing and Nextcloud temp names.
+    shutil.copy(staging / "a.wav", env.inbox / ".syncthing.st-rec.wav.tmp")
+    os.rename(env.inbox / ".syncthing.st-rec.wav.tmp", env.inbox / "st-rec.wav")
+    shutil.copy(staging / "a.wav", env.inbox / "nc-rec.wav.part")
+    os.rename(env.inbox / "nc-rec.wav.part", env.inbox / "nc-rec.wav")
+    # cp/SMB: slow chunked write under the final name.
+    data = (staging / "a.wav").read_bytes()
+    with open(env.inbox / "slow copy.wav", "wb") as fh:
+        for i in range(0, len(data), len(data) // 5 + 1):
+            fh.write(data[i:i + len(data) // 5 + 1])
+            fh.flush()
+            os.fsync(fh.fileno())
+    # A file in a nested folder.
+    _wav(env.inbox / "2024" / "q3" / "nested.wav", seed=2)
+    expected = {"rsync-rec.wav", "st-rec.wav", "nc-rec.wav", "slow copy.wav", "nested.wav"}
+    wait_for(lambda: all(env.states().get(n) == "done" for n in expected), what="sync-client files done")
+    status = env.run("status")
+    assert status.returncode == 0 and "running (pid" in status.stdout, status.stdout
+    assert "network: blocked in-process" in status.stdout
+    assert "5 done" in status.stdout
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
+    for name in expected:
+        found = list(env.inbox.rglob(Path(name).stem + ".txt"))
+        assert len(found) == 1 and found[0].read_text() == "hello world\n"
+    names = {p.name for p in env.inbox.rglob("*")}
+    assert not any(".tmp" in n or ".part" in n or n.startswith(".") for n in names), names
+    assert len(env.states()) == 5  # temp names never became jobs
+    log = env.log()
+    assert "hello world" not in log  # transcript text never logged at INFO
+
+
+def test_burst_of_200_files_each_once(env: Env) -> None:
+    daemon = env.start()
+    staging = env.tmp / "staging"
+    for i in range(200):
+        _wav(staging / f"memo {i:03d}.wav", seconds=1.0, seed=i)
+    for i in range(200):  # renames are atomic: each arrives complete
+        os.rename(staging / f"memo {i:03d}.wav", env.inbox / f"memo {i:03d}.wav")
+    wait_for(lambda: sum(s == "done" for s in env.states().values()) == 200, timeout=600, what="200 done")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
+    txts = sorted(env.inbox.glob("*.txt"))
+    assert len(txts) == 200 and all(t.read_text() == "hello world\n" for t in txts)
+    with env.db() as db:
+        assert db.execute("SELECT MAX(attempts) FROM jobs").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("victim", ["daemon", "worker"])
+def test_kill_9_then_restart_transcribes_exactly_once(env: Env, victim: str) -> None:
+    # A long recording keeps the job in "working" long enough to kill it mid-way.
+    long = env.tmp / "staging" / "long meeting.wav"
+    rng = np.random.default_rng(3)
+    t = np.arange(240 * SR) / SR
+    audio = (0.3 * np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+             + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    long.parent.mkdir()
+    sf.write(long, audio, SR)
+    _wav(env.tmp / "staging" / "short.wav")
+    daemon = env.start()
+    os.rename(long, env.inbox / long.name)
+    os.rename(env.tmp / "staging" / "short.wav", env.inbox / "short.wav")
+    wait_for(lambda: "working" in env.states().values(), what="a job in progress")
+    if victim == "daemon":
+        daemon.kill()
+        daemon.wait(30)
+        worker_pid = env.meta().get("worker_pid")
+        wait_for(lambda: not _alive(worker_pid), timeout=30, what="orphan worker gone")
+        daemon = env.start()
+    else:
+        os.kill(env.meta()["worker_pid"], signal.SIGKILL)
+    wait_for(lambda: env.states() == {"long meeting.wav": "done", "short.wav": "done"}, timeout=300,
+             what="both done after the kill")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
+    assert sorted(p.name for p in env.inbox.iterdir()) == ["long meeting.txt", "long meeting.wav",
+                                                           "short.txt", "short.wav"]
+    txt = (env.inbox / "long meeting.txt").read_text()
+    assert txt.startswith("hello world") and txt.endswith("hello world\n")
+    with env.db() as db:
+        rows = db.execute("SELECT state, attempts FROM jobs").fetchall()
+    assert all(state == "done" and 1 <= attempts <= 2 for state, attempts in rows)
+    if victim == "worker":
+        assert "worker died" in env.log()
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
