@@ -26,6 +26,7 @@ SHARED = ROOT.parent / "shared" / "data"
 SPEECH = SHARED / "speech"
 TOKENIZER = SHARED / "models" / "qwen3-asr-0.6b-nonweights"
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -55,9 +55,10 @@ class Daemon:
         self.reload_requested = False
         self.worker_failures = 0
         self.next_worker_start = 0.0
-        self.last_ping = 0.0
+        self.last_ping = float("-inf")
         self.current: dict[int, tuple[int, int]] = {}
         self.failed_this_run = 0
+        self.stop_at: float | None = None
         self.exit_code = 0
 
     # -- signals: flags only -----------------------------------------------------------------------
@@ -95,9 +96,17 @@ class Daemon:
                 self.watcher.poll()
                 self._service_worker()
                 self._heartbeat()
-                if self.stop_requested and not (self.worker and self.worker.busy):
-                    logger.info("stopping: no job in progress")
-                    return 0
+                if self.stop_requested:
+                    if self.stop_at is None:
+                        self.stop_at = self.clock()
+                        logger.info("stop requested: finishing the current job (at most {:.0f} s)",
+                                    self.cfg.service.stop_timeout_s)
+                    if not (self.worker and self.worker.busy):
+                        logger.info("stopping: no job in progress")
+                        return 0
+                    if self.clock() - self.stop_at > self.cfg.service.stop_timeout_s:
+                        logger.warning("stop timeout reached; the current job is retried at next start")
+                        return 0
                 if once and self._drained():
                     logger.info("--once: nothing left to do")
                     return 0 if not self.failed_this_run else 1
@@ -114,8 +123,8 @@ class Daemon:
         if self.watcher:
             self.watcher.stop()
         if self.worker:
-            timeout = self.cfg.service.stop_timeout_s if self.stop_requested < 2 else 0
-            self.worker.stop(timeout if self.worker.busy else 10)
+            # Busy here means the stop timeout (or a second signal) cut the job short: don't wait more.
+            self.worker.stop(0 if self.worker.busy else 10)
             self._collect(self.worker.receive(0))
         self.journal.set_meta(worker="stopped", pid=None)
         self.journal.close()
@@ -265,6 +274,7 @@ class Daemon:
             for job in batch:
                 logger.info("transcribing {}", job.path)
             self.journal.set_meta(worker="working")
+            self.last_ping = float("-inf")  # tell systemd about the new current file now
 
     def _finish(self, job_id: int, result: dict[str, Any]) -> None:
         job = self.journal.get(job_id)
@@ -328,10 +338,11 @@ class Daemon:
             self.notifier.watchdog()
         queued = len(self.journal.queued())
         status = f"{queued} queued"
-        for job_id, (done, total) in self.current.items():
+        for job_id in worker.busy if worker else []:
             job = self.journal.get(job_id)
+            done, total = self.current.get(job_id, (0, 0))
             if job:
-                status += f"; transcribing {job.path.name} ({done}/{total} chunks)"
+                status += f"; transcribing {job.path.name} ({done}/{total or '?'} chunks)"
         self.notifier.status(status)
         self.journal.set_meta(heartbeat=time.time(), status=status,
                               watch={str(k): v for k, v in (self.watcher.modes() if self.watcher else {}).items()})

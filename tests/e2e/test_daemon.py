@@ -4,111 +4,17 @@ trained tiny Qwen3-ASR model in a spawned worker, real SQLite. Waits are bounded
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-SR = 16000
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 120, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)  # polling a condition with a deadline, not timing a race
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-class Env:
-    def __init__(self, tmp: Path, model: Path, **sections: dict) -> None:
-        self.tmp = tmp
-        self.inbox = tmp / "inbox"
-        self.inbox.mkdir()
-        self.state = tmp / "state"
-        data: dict = {
-            "watch": {"folders": [str(self.inbox)], "settle_s": 0.5, "poll_interval_s": 0.3, "rescan_interval_s": 5},
-            "model": {"id": str(model), "device": "cpu", "batch_size": 8},
-            "service": {"state_dir": str(self.state), "stop_timeout_s": 60},
-        }
-        for name, values in sections.items():
-            data.setdefault(name, {}).update(values)
-        self.config = tmp / "config.yaml"
-        self.config.write_text(yaml.safe_dump(data, allow_unicode=True))
-        self.procs: list[subprocess.Popen] = []
-
-    def cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "scribed.cli", *args, "--config", str(self.config)]
-
-    @property
-    def env(self) -> dict[str, str]:
-        return dict(os.environ, PYTHONPATH=str(ROOT / "daemon"), PYTHONUNBUFFERED="1")
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout, env=self.env)
-
-    def start(self) -> subprocess.Popen:
-        log = open(self.tmp / f"daemon{len(self.procs)}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(self.cmd("run"), stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        self.procs.append(proc)
-        def ready() -> bool:
-            meta = self.meta()
-            return proc.poll() is not None or (meta.get("pid") == proc.pid and meta.get("ready_pid") is not None
-                                               and meta.get("ready_pid") == meta.get("worker_pid"))
-
-        wait_for(ready, what="worker ready")
-        assert proc.poll() is None, self.log()
-        return proc
-
-    def log(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.tmp.glob("daemon*.log")))
-
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.state / 'journal.sqlite3'}?mode=ro", uri=True, timeout=5)
-
-    def meta(self) -> dict:
-        import json
-
-        if not (self.state / "journal.sqlite3").exists():
-            return {}
-        try:
-            with self.db() as db:
-                return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
-        except sqlite3.OperationalError:
-            return {}
-
-    def states(self) -> dict[str, str]:
-        if not (self.state / "journal.sqlite3").exists():
-            return {}
-        try:
-            with self.db() as db:
-                return {Path(p).name: s for p, s in db.execute("SELECT path, state FROM jobs")}
-        except sqlite3.OperationalError:
-            return {}
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(30)
+from e2e_helpers import SR, Env, sha, wait_for, wav
 
 
 @pytest.fixture
@@ -116,16 +22,6 @@ def env(tiny_model: Path, tmp_path: Path) -> Iterator[Env]:
     e = Env(tmp_path, tiny_model)
     yield e
     e.stop_all()
-
-
-def _wav(path: Path, seconds: float = 1.5, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    x = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
-         + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, x, SR)
-    return path
 
 
 def test_run_once_handles_a_real_folder(env: Env, speech_dir: Path) -> None:
@@ -176,7 +72,7 @@ def test_live_daemon_with_sync_clients_status_and_sigterm(env: Env, tmp_path: Pa
     daemon = env.start()
     staging = tmp_path / "staging"
     # rsync: hidden temp name in the target folder, then rename into place.
-    _wav(staging / "a.wav", seed=1)
+    wav(staging / "a.wav", seed=1)
     shutil.copy(staging / "a.wav", env.inbox / ".rsync-rec.wav.Xy12Ab")
     os.rename(env.inbox / ".rsync-rec.wav.Xy12Ab", env.inbox / "rsync-rec.wav")
     # Syncthing and Nextcloud temp names.
@@ -192,7 +88,7 @@ def test_live_daemon_with_sync_clients_status_and_sigterm(env: Env, tmp_path: Pa
             fh.flush()
             os.fsync(fh.fileno())
     # A file in a nested folder.
-    _wav(env.inbox / "2024" / "q3" / "nested.wav", seed=2)
+    wav(env.inbox / "2024" / "q3" / "nested.wav", seed=2)
     expected = {"rsync-rec.wav", "st-rec.wav", "nc-rec.wav", "slow copy.wav", "nested.wav"}
     wait_for(lambda: all(env.states().get(n) == "done" for n in expected), what="sync-client files done")
     status = env.run("status")
@@ -215,7 +111,7 @@ def test_burst_of_200_files_each_once(env: Env) -> None:
     daemon = env.start()
     staging = env.tmp / "staging"
     for i in range(200):
-        _wav(staging / f"memo {i:03d}.wav", seconds=1.0, seed=i)
+        wav(staging / f"memo {i:03d}.wav", seconds=1.0, seed=i)
     for i in range(200):  # renames are atomic: each arrives complete
         os.rename(staging / f"memo {i:03d}.wav", env.inbox / f"memo {i:03d}.wav")
     wait_for(lambda: sum(s == "done" for s in env.states().values()) == 200, timeout=600, what="200 done")
@@ -237,7 +133,7 @@ def test_kill_9_then_restart_transcribes_exactly_once(env: Env, victim: str) -> 
              + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
     long.parent.mkdir()
     sf.write(long, audio, SR)
-    _wav(env.tmp / "staging" / "short.wav")
+    wav(env.tmp / "staging" / "short.wav")
     daemon = env.start()
     os.rename(long, env.inbox / long.name)
     os.rename(env.tmp / "staging" / "short.wav", env.inbox / "short.wav")

@@ -161,10 +161,15 @@ def test_network_guard_keeps_urllib3_ipv6_probe_quiet() -> None:
 
 
 def test_network_self_test_without_guard() -> None:
-    report = policy.network_self_test()
-    assert report.guard_active is False
-    assert report.detail.startswith("network: NOT blocked in-process; ")
-    assert report.reachable == ("no route off this machine" not in report.detail)
+    # In a fresh process: other tests in this session install the (irreversible) guard.
+    code = ("from scribed import policy; r = policy.network_self_test();"
+            "print(r.guard_active, r.reachable, r.detail, sep='|')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": PYTHONPATH}, check=False)
+    guard, reachable, detail = proc.stdout.strip().split("|")
+    assert guard == "False"
+    assert detail.startswith("network: NOT blocked in-process; ")
+    assert reachable == str("no route off this machine" not in detail)
 
 
 def test_network_self_test_in_an_empty_network_namespace() -> None:
