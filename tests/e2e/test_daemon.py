@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,44 @@ def _alive(pid: object) -> bool:
             return fh.read().split()[2] != "Z"
     except (ProcessLookupError, FileNotFoundError):
         return False
+
+
+def test_read_only_folder_fails_clearly_and_the_rest_goes_on(env: Env) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr not available")
+    locked = env.inbox / "locked"
+    wav(locked / "board.wav")
+    wav(env.inbox / "open.wav")
+    if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode != 0:
+        pytest.skip("filesystem does not support the immutable attribute")
+    try:
+        result = env.run("run", "--once")
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert result.returncode == 1
+    assert (env.inbox / "open.txt").read_text() == "hello world\n"
+    assert sorted(p.name for p in locked.iterdir()) == ["board.wav"]
+    assert env.states() == {"board.wav": "failed", "open.wav": "done"}
+    assert "cannot write transcript" in result.stderr and "board.wav" in result.stderr
+    assert "cannot write transcript" in env.run("status").stdout
+
+
+def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(env: Env) -> None:
+    daemon = env.start()
+    later = env.tmp / "later"
+    later.mkdir()
+    good = yaml.safe_load(env.config.read_text())
+    good["watch"]["folders"].append(str(later))
+    env.config.write_text(yaml.safe_dump(good))
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reloaded" in env.log(), what="reload")
+    wav(env.tmp / "x.wav")
+    os.rename(env.tmp / "x.wav", later / "x.wav")
+    wait_for(lambda: env.states().get("x.wav") == "done", what="file in the new folder done")
+    env.config.write_text("watch: {settle_s: soon}\n")
+    daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config reload failed" in env.log(), what="bad reload reported")
+    assert daemon.poll() is None
+    assert "At 'watch.settle_s': expected a number" in env.log()
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
