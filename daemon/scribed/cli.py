@@ -15,7 +15,7 @@ from loguru import logger
 
 from scribed import __version__, logs
 from scribed.config import OUTPUT_FORMATS, Config, load_config, replace, to_dict
-from scribed.errors import ConfigError, ScribedError, UsageError
+from scribed.errors import ScribedError, UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,10 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             from scribed.bench import bench_command
 
             return bench_command(args, cfg)
-    except ConfigError as exc:
-        print(f"scribed: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ScribedError as exc:
+    except ScribedError as exc:  # ConfigError included: exit 2, every problem listed
         print(f"scribed: {exc}", file=sys.stderr)
         return exc.exit_code
     except ImportError as exc:

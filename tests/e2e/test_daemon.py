@@ -212,3 +212,21 @@ def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(env: Env) -> None:
     assert "At 'watch.settle_s': expected a number" in env.log()
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
+
+
+def test_file_deleted_while_queued_is_dropped(env: Env) -> None:
+    daemon = env.start()
+    wav(env.tmp / "long.wav", seconds=600)
+    os.rename(env.tmp / "long.wav", env.inbox / "long.wav")
+    wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
+    wav(env.tmp / "short.wav")
+    os.rename(env.tmp / "short.wav", env.inbox / "short.wav")
+    wait_for(lambda: env.states().get("short.wav") == "queued", what="short file queued")
+    assert env.states()["long.wav"] == "working"  # so short.wav cannot have been dispatched yet
+    (env.inbox / "short.wav").unlink()
+    wait_for(lambda: env.states() == {"long.wav": "done", "short.wav": "gone"}, timeout=300,
+             what="long done, short dropped")
+    assert not (env.inbox / "short.txt").exists()
+    assert "disappeared before it was transcribed" in env.log()
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
