@@ -30,6 +30,9 @@ def _address(value: str) -> str | None:
     return None  # e.g. "vsock:..." (VM notification), which a user service never gets
 
 
+SEND_TIMEOUT_S = 0.5
+
+
 class Notifier:
     """Talks to the service manager; a disabled no-op when not started by systemd.
 
@@ -74,8 +77,17 @@ class Notifier:
             try:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    # Bounded: a manager that is not reading must never stall the daemon's loop
+                    # for long; a dropped notification is harmless (the next carries the state).
+                    self._sock.settimeout(SEND_TIMEOUT_S)
                 self._sock.sendto(payload, self._address)
+                self._sock.settimeout(SEND_TIMEOUT_S)
                 return True
+            except (TimeoutError, BlockingIOError):
+                # The manager's queue is full: stop waiting on it until a send gets through again.
+                logger.debug("sd_notify {} dropped: the service manager is not reading", ",".join(fields))
+                self._sock.settimeout(0)
+                return False
             except OSError as exc:
                 logger.debug("sd_notify {} failed: {}", ",".join(fields), exc)
                 self._close_locked()  # the manager may have been restarted: reconnect next time

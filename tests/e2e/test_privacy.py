@@ -97,7 +97,8 @@ def test_sd_notify_ready_watchdog_status(tiny_model: Path, tmp_path: Path) -> No
         return messages
 
     try:
-        daemon = subprocess.Popen(env.cmd("run"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env.env)
+        daemon = subprocess.Popen(env.cmd("run"), stdout=open(env.tmp / "daemon0.log", "w"),  # noqa: SIM115
+                                  stderr=subprocess.STDOUT, env=env.env)
         env.procs.append(daemon)
 
         def ready_seen() -> bool:
@@ -115,7 +116,8 @@ def test_sd_notify_ready_watchdog_status(tiny_model: Path, tmp_path: Path) -> No
         wait_for(lambda: sum("WATCHDOG=1" in m for m in drain()) > before, what="watchdog ping mid-file")
         assert env.states()["long.wav"] == "working"  # the ping came while the file was in progress
         daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(120) == 0
+        wait_for(lambda: drain() and daemon.poll() is not None, what="daemon exit")  # keep reading meanwhile
+        assert daemon.wait() == 0
         assert any("STOPPING=1" in m for m in drain())
         assert env.states()["long.wav"] == "done"  # SIGTERM let the current file finish
     finally:

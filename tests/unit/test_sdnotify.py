@@ -174,3 +174,22 @@ def test_works_under_the_network_guard(manager: tuple[socket.socket, str]) -> No
     assert proc.stdout.strip() == "True"
     assert sock.recv(4096) == b"READY=1\nSTATUS=guarded\n"
     assert "network blocked" not in proc.stderr
+
+
+def test_a_manager_that_stops_reading_never_stalls_the_caller(manager: tuple[socket.socket, str]) -> None:
+    _server, path = manager  # bound, never read: its queue fills up
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    results = []
+    start = time.monotonic()
+    for i in range(200):
+        results.append(notifier.status(f"message {i}"))
+    assert results[0] is True and results[-1] is False  # early ones delivered, later ones dropped
+    # One send waits SEND_TIMEOUT_S; after that, drops are immediate until the manager reads again.
+    assert time.monotonic() - start < 5
+    while True:
+        try:
+            _server.recv(4096)
+        except TimeoutError:
+            break
+        _server.settimeout(0.2)
+    assert notifier.status("after") is True
