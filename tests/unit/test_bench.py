@@ -1,0 +1,114 @@
+"""``scribed bench``: the report's shape and the error paths, on the tiny architecture.
+
+Timings are never asserted (they depend on the machine and its load); only that every figure
+is there, has the right type and is positive where it must be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scribed import bench, cli
+
+SCENARIO_KEYS = {
+    "recordings": int, "audio_s": float, "wall_s": float, "x_realtime": float, "rtf": float, "cpu_s": float,
+    "chunks": int, "batches": int, "batch_size": int, "batch_size_used": int, "tokens": int,
+    "tokens_per_audio_s": float, "load_s": float, "peak_rss_bytes": int, "peak_rss_scope": str,
+}
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No user config, a private checkpoint cache, and short scenarios (the memo is 2 chunks)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCRIBED_BENCH_DURATIONS", "memo=40,long=12,backlog=5")
+    return tmp_path
+
+
+def test_quick_json_report_has_every_figure(isolated: Path, tokenizer_dir: Path,
+                                            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("SCRIBED_TOKENIZER_DIR", str(tokenizer_dir))
+    assert cli.main(["bench", "--quick", "--json", "--sizes", "tiny", "--batch-size", "4"]) == 0
+    report = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+
+    for key in ("date", "scribed", "python", "torch", "transformers", "cpu", "audio"):
+        assert isinstance(report[key], str) and report[key]
+    assert report["date"].startswith("20")
+    assert report["quick"] is True
+    assert report["tokens_per_audio_s"] == bench.TOKENS_PER_AUDIO_S
+    assert isinstance(report["threads"], int) and report["threads"] >= 1
+    assert len(report["loadavg_before"]) == 3 and len(report["loadavg_after"]) == 3
+
+    (model,) = report["models"]
+    assert model["architecture"] == "tiny" and model["random_weights"] is True
+    assert model["dtype"] == "float32" and model["device"].startswith("cpu")
+    assert model["parameters"] > 0 and model["load_s"] > 0 and model["warmup_s"] > 0
+    assert isinstance(model["build_s"], float)  # built into the empty cache, so timed
+    assert Path(model["path"]).is_relative_to(isolated / "cache")
+    assert model["batch_size"] == 4
+
+    assert set(model["scenarios"]) == {"memo", "long", "backlog"}
+    for name, row in model["scenarios"].items():
+        for key, kind in SCENARIO_KEYS.items():
+            assert isinstance(row[key], kind), (name, key, row[key])
+        for key in ("audio_s", "wall_s", "x_realtime", "rtf", "tokens_per_audio_s", "peak_rss_bytes", "chunks"):
+            assert row[key] > 0, (name, key)
+        assert row["peak_gpu_bytes"] is None  # CPU run
+        assert 1 <= row["batch_size_used"] <= row["batch_size"] == 4
+        assert row["tokens"] >= row["chunks"]
+    assert model["scenarios"]["memo"]["audio_s"] == pytest.approx(40, abs=0.1)
+    assert model["scenarios"]["long"]["audio_s"] == pytest.approx(12, abs=0.1)
+    assert model["scenarios"]["backlog"]["recordings"] == 2  # --quick default
+    assert model["scenarios"]["backlog"]["audio_s"] == pytest.approx(10, abs=0.1)
+
+    speedup = model["batched_speedup"]
+    assert speedup["scenario"] == "memo" and speedup["chunks"] >= 2 and speedup["batch_size"] == 4
+    assert speedup["ratio"] > 0 and speedup["single_wall_s"] > 0 and speedup["batched_wall_s"] > 0
+
+    table = bench.format_report(report)  # the non-JSON output of the same report
+    for word in ("tiny", "memo", "long", "backlog", "batching", "transformers"):
+        assert word in table
+
+
+def test_missing_tokenizer_files_exit_2_and_say_where_to_point(
+        isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("SCRIBED_TOKENIZER_DIR", str(isolated / "nowhere"))
+    assert cli.main(["bench", "--quick", "--sizes", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "SCRIBED_TOKENIZER_DIR" in err and "--model" in err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--sizes", "3b"], "unknown architecture"),
+    (["--sizes", "tiny", "--batch-size", "0"], "--batch-size"),
+    (["--sizes", "tiny", "--backlog", "-1"], "--backlog"),
+])
+def test_bad_arguments_exit_2(isolated: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                              argv: list[str], says: str) -> None:
+    monkeypatch.setenv("SCRIBED_TOKENIZER_DIR", str(isolated / "nowhere"))  # nothing could be built anyway
+    assert cli.main(["bench", "--quick", *argv]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_bad_durations_variable_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = argparse.Namespace(quick=True, backlog=None)
+    assert bench.durations_from(args, "memo=5, long=0") == bench.Durations(5.0, 0.0, bench.QUICK.backlog, 2)
+    with pytest.raises(bench.UsageError):
+        bench.durations_from(args, "lunch=5")
+    with pytest.raises(bench.UsageError):
+        bench.durations_from(args, "memo=soon")
+
+
+def test_recordings_have_the_requested_length_and_are_reproducible() -> None:
+    clips = [np.full(16000, 0.1, dtype=np.float32)]
+    a = bench.make_recording(7.5, clips, seed=3)
+    assert a.dtype == np.float32 and a.size == 7.5 * 16000
+    assert np.array_equal(a, bench.make_recording(7.5, clips, seed=3))
+    synthetic = bench.make_recording(20.0, [], seed=3)  # no clips on disk: speech-like noise
+    assert synthetic.size == 20 * 16000 and 0 < np.abs(synthetic).max() <= 1
