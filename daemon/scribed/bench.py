@@ -19,9 +19,10 @@ Contract:
   with batch size 1; ratio of wall times). ``SCRIBED_BENCH_DURATIONS="memo=60,long=600,backlog=300"``
   overrides the lengths in seconds (0 skips a scenario; ``backlog`` is per recording).
 - :func:`run_bench` returns the report (JSON-able dict); ``--json`` prints it as one object.
-  Keys: date, scribed, python, torch, transformers, device, cpu, threads, loadavg_before/after,
-  audio, tokens_per_audio_s, quick, models[] with architecture, path, random_weights, dtype,
-  parameters, build_s, load_s, warmup_s, batch_size, scenarios{name: row}, batched_speedup.
+  Keys: date, scribed, python, torch, transformers, cpu, threads, loadavg_before/after, audio,
+  tokens_per_audio_s, quick, models[] with architecture, path, random_weights, device, dtype,
+  parameters, build_s, load_s, warmup_s, batch_size, scenarios{name: row}, batched_speedup (its
+  ratio is None when the memo is a single chunk). See :func:`run_scenario` for a row's keys.
   No time thresholds anywhere: this measures, it does not judge.
 """
 
@@ -126,8 +127,9 @@ def random_checkpoint(size: str, tokenizer: Path) -> tuple[Path, float | None]:
     start = time.perf_counter()
     try:
         build_random_checkpoint(tmp, tokenizer, size=size)
-        shutil.rmtree(out, ignore_errors=True)  # an incomplete earlier build
-        tmp.rename(out)  # atomic: a concurrent bench sees either nothing or a whole checkpoint
+        if not (out / "scribed-random-weights.json").is_file():  # else a concurrent bench won the race
+            shutil.rmtree(out, ignore_errors=True)  # an incomplete earlier build
+            tmp.rename(out)  # atomic: a concurrent bench sees either nothing or a whole checkpoint
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out, time.perf_counter() - start
