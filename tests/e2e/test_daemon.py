@@ -124,8 +124,9 @@ def test_burst_of_200_files_each_once(env: Env) -> None:
         assert db.execute("SELECT MAX(attempts) FROM jobs").fetchone()[0] == 1
 
 
+@pytest.mark.parametrize("point", ["queued", "working"])
 @pytest.mark.parametrize("victim", ["daemon", "worker"])
-def test_kill_9_then_restart_transcribes_exactly_once(env: Env, victim: str) -> None:
+def test_kill_9_then_restart_transcribes_exactly_once(env: Env, victim: str, point: str) -> None:
     # A long recording keeps the job in "working" long enough to kill it mid-way.
     long = env.tmp / "staging" / "long meeting.wav"
     rng = np.random.default_rng(3)
@@ -135,14 +136,24 @@ def test_kill_9_then_restart_transcribes_exactly_once(env: Env, victim: str) -> 
     long.parent.mkdir()
     sf.write(long, audio, SR)
     wav(env.tmp / "staging" / "short.wav")
-    daemon = env.start()
-    os.rename(long, env.inbox / long.name)
-    os.rename(env.tmp / "staging" / "short.wav", env.inbox / "short.wav")
-    wait_for(lambda: "working" in env.states().values(), what="a job in progress")
+    if point == "queued":
+        # Files present at start: they are queued while the worker is still loading the model.
+        os.rename(long, env.inbox / long.name)
+        os.rename(env.tmp / "staging" / "short.wav", env.inbox / "short.wav")
+        daemon = subprocess.Popen(env.cmd("run"), stdout=open(env.tmp / "daemon-first.log", "w"),  # noqa: SIM115
+                                  stderr=subprocess.STDOUT, env=env.env)
+        env.procs.append(daemon)
+        wait_for(lambda: "queued" in env.states().values(), what="a queued job")
+        wait_for(lambda: env.meta().get("worker_pid") and env.meta().get("pid") == daemon.pid, what="worker pid")
+    else:
+        daemon = env.start()
+        os.rename(long, env.inbox / long.name)
+        os.rename(env.tmp / "staging" / "short.wav", env.inbox / "short.wav")
+        wait_for(lambda: "working" in env.states().values(), what="a job in progress")
     if victim == "daemon":
+        worker_pid = env.meta().get("worker_pid")
         daemon.kill()
         daemon.wait(30)
-        worker_pid = env.meta().get("worker_pid")
         wait_for(lambda: not _alive(worker_pid), timeout=30, what="orphan worker gone")
         daemon = env.start()
     else:
@@ -230,3 +241,15 @@ def test_file_deleted_while_queued_is_dropped(env: Env) -> None:
     assert "disappeared before it was transcribed" in env.log()
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
+
+
+def test_sigterm_lets_the_current_file_finish(env: Env) -> None:
+    daemon = env.start()
+    wav(env.tmp / "long.wav", seconds=900)
+    os.rename(env.tmp / "long.wav", env.inbox / "long.wav")
+    wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(120) == 0
+    assert env.states() == {"long.wav": "done"}
+    assert (env.inbox / "long.txt").read_text().startswith("hello world")
+    assert "stop requested: finishing the current job" in env.log()
