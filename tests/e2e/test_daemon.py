@@ -253,3 +253,22 @@ def test_sigterm_lets_the_current_file_finish(env: Env) -> None:
     assert env.states() == {"long.wav": "done"}
     assert (env.inbox / "long.txt").read_text().startswith("hello world")
     assert "stop requested: finishing the current job" in env.log()
+
+
+def test_idle_worker_frees_the_model_and_reloads_on_the_next_file(tiny_model: Path, tmp_path: Path) -> None:
+    env = Env(tmp_path, tiny_model, model={"idle_unload_min": 0.02})  # 1.2 s of idleness
+    try:
+        daemon = env.start()
+        wav(env.tmp / "first.wav")
+        os.rename(env.tmp / "first.wav", env.inbox / "first.wav")
+        wait_for(lambda: env.states().get("first.wav") == "done", what="first done")
+        wait_for(lambda: env.meta().get("worker") == "idle (model unloaded)", what="model unloaded")
+        wav(env.tmp / "second.wav")
+        os.rename(env.tmp / "second.wav", env.inbox / "second.wav")
+        wait_for(lambda: env.states().get("second.wav") == "done", what="second done after reload")
+        log = env.log()
+        assert "model unloaded after" in log and "model reloaded in" in log
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+    finally:
+        env.stop_all()
