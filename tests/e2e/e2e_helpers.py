@@ -75,6 +75,13 @@ class Env:
         assert proc.poll() is None, self.log()
         return proc
 
+    def drop(self, name: str, seconds: float = 1.5, folder: Path | None = None) -> Path:
+        """Deliver a recording the way sync clients do: written elsewhere, renamed into place."""
+        staged = wav(self.tmp / "staging" / name, seconds=seconds)
+        target = (folder or self.inbox) / name
+        os.rename(staged, target)
+        return target
+
     def log(self) -> str:
         return "\n".join(p.read_text() for p in sorted(self.tmp.glob("daemon*.log")))
 

@@ -213,8 +213,7 @@ def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(env: Env) -> None:
     env.config.write_text(yaml.safe_dump(good))
     daemon.send_signal(signal.SIGHUP)
     wait_for(lambda: "config reloaded" in env.log(), what="reload")
-    wav(env.tmp / "x.wav")
-    os.rename(env.tmp / "x.wav", later / "x.wav")
+    env.drop("x.wav", folder=later)
     wait_for(lambda: env.states().get("x.wav") == "done", what="file in the new folder done")
     env.config.write_text("watch: {settle_s: soon}\n")
     daemon.send_signal(signal.SIGHUP)
@@ -227,11 +226,9 @@ def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(env: Env) -> None:
 
 def test_file_deleted_while_queued_is_dropped(env: Env) -> None:
     daemon = env.start()
-    wav(env.tmp / "long.wav", seconds=600)
-    os.rename(env.tmp / "long.wav", env.inbox / "long.wav")
+    env.drop("long.wav", seconds=600)
     wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
-    wav(env.tmp / "short.wav")
-    os.rename(env.tmp / "short.wav", env.inbox / "short.wav")
+    env.drop("short.wav")
     wait_for(lambda: env.states().get("short.wav") == "queued", what="short file queued")
     assert env.states()["long.wav"] == "working"  # so short.wav cannot have been dispatched yet
     (env.inbox / "short.wav").unlink()
@@ -245,8 +242,7 @@ def test_file_deleted_while_queued_is_dropped(env: Env) -> None:
 
 def test_sigterm_lets_the_current_file_finish(env: Env) -> None:
     daemon = env.start()
-    wav(env.tmp / "long.wav", seconds=900)
-    os.rename(env.tmp / "long.wav", env.inbox / "long.wav")
+    env.drop("long.wav", seconds=900)
     wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(120) == 0
@@ -259,12 +255,10 @@ def test_idle_worker_frees_the_model_and_reloads_on_the_next_file(tiny_model: Pa
     env = Env(tmp_path, tiny_model, model={"idle_unload_min": 0.02})  # 1.2 s of idleness
     try:
         daemon = env.start()
-        wav(env.tmp / "first.wav")
-        os.rename(env.tmp / "first.wav", env.inbox / "first.wav")
+        env.drop("first.wav")
         wait_for(lambda: env.states().get("first.wav") == "done", what="first done")
         wait_for(lambda: env.meta().get("worker") == "idle (model unloaded)", what="model unloaded")
-        wav(env.tmp / "second.wav")
-        os.rename(env.tmp / "second.wav", env.inbox / "second.wav")
+        env.drop("second.wav")
         wait_for(lambda: env.states().get("second.wav") == "done", what="second done after reload")
         log = env.log()
         assert "model unloaded after" in log and "model reloaded in" in log

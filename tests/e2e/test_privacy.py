@@ -110,8 +110,7 @@ def test_sd_notify_ready_watchdog_status(tiny_model: Path, tmp_path: Path) -> No
             return False
 
         wait_for(ready_seen, what="READY=1")
-        wav(env.tmp / "long.wav", seconds=1200)
-        os.rename(env.tmp / "long.wav", env.inbox / "long.wav")
+        env.drop("long.wav", seconds=1200)
         wait_for(lambda: any("transcribing long.wav" in m for m in drain()), what="STATUS with current file")
         def done_while_reading() -> bool:
             drain()  # keep the socket's queue empty, as systemd would
