@@ -25,6 +25,15 @@ def env(tiny_model: Path, tmp_path: Path) -> Iterator[Env]:
     e.stop_all()
 
 
+@pytest.fixture
+def slow_env(tiny_model: Path, tmp_path: Path) -> Iterator[Env]:
+    """A worker that takes one chunk per step in float32: long files stay "working" for seconds,
+    so a test can act while a job is in progress without racing the model's speed."""
+    e = Env(tmp_path, tiny_model, model={"batch_size": 1, "dtype": "float32"})
+    yield e
+    e.stop_all()
+
+
 def test_run_once_handles_a_real_folder(env: Env, speech_dir: Path) -> None:
     inbox = env.inbox
     shutil.copy(speech_dir / "en-jfk" / "jfk.flac", inbox / "jfk.flac")
@@ -126,7 +135,8 @@ def test_burst_of_200_files_each_once(env: Env) -> None:
 
 @pytest.mark.parametrize("point", ["queued", "working"])
 @pytest.mark.parametrize("victim", ["daemon", "worker"])
-def test_kill_9_then_restart_transcribes_exactly_once(env: Env, victim: str, point: str) -> None:
+def test_kill_9_then_restart_transcribes_exactly_once(slow_env: Env, victim: str, point: str) -> None:
+    env = slow_env
     # A long recording keeps the job in "working" long enough to kill it mid-way.
     long = env.tmp / "staging" / "long meeting.wav"
     rng = np.random.default_rng(3)
@@ -224,9 +234,10 @@ def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(env: Env) -> None:
     assert daemon.wait(60) == 0
 
 
-def test_file_deleted_while_queued_is_dropped(env: Env) -> None:
+def test_file_deleted_while_queued_is_dropped(slow_env: Env) -> None:
+    env = slow_env
     daemon = env.start()
-    env.drop("long.wav", seconds=600)
+    env.drop("long.wav", seconds=1200)
     wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
     env.drop("short.wav")
     wait_for(lambda: env.states().get("short.wav") == "queued", what="short file queued")
@@ -240,7 +251,8 @@ def test_file_deleted_while_queued_is_dropped(env: Env) -> None:
     assert daemon.wait(60) == 0
 
 
-def test_sigterm_lets_the_current_file_finish(env: Env) -> None:
+def test_sigterm_lets_the_current_file_finish(slow_env: Env) -> None:
+    env = slow_env
     daemon = env.start()
     env.drop("long.wav", seconds=900)
     wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
