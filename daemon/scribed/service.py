@@ -124,8 +124,7 @@ class Daemon:
             self.watcher.stop()
         if self.worker:
             # Busy here means the stop timeout (or a second signal) cut the job short: don't wait more.
-            self.worker.stop(0 if self.worker.busy else 10)
-            self._collect(self.worker.receive(0))
+            self._collect(self.worker.stop(0 if self.worker.busy else 10))
         self.journal.set_meta(worker="stopped", pid=None)
         self.journal.close()
         logger.info("scribed stopped")
@@ -174,8 +173,8 @@ class Daemon:
             self.watcher.start()
         if (new.model, new.transcription, new.policy) != (old.model, old.transcription, old.policy) and self.worker:
             logger.info("model/transcription settings changed: restarting the worker after the current job")
-            self.worker.stop(self.cfg.service.stop_timeout_s)
-            self._requeue_in_flight("worker restarted for a config reload")
+            self._collect(self.worker.stop(self.cfg.service.stop_timeout_s))
+            self._count_attempt(self.worker.busy, "worker restarted for a config reload")
             self._start_worker()
         logger.info("config reloaded from {}", new.source)
         self.notifier.ready()
@@ -214,7 +213,7 @@ class Daemon:
             logger.error("worker died (exit code {}); restarting it", code)
             worker.kill()
             self.worker = None
-            self._requeue_in_flight(f"worker process died (exit code {code})", crashed=worker.busy)
+            self._count_attempt(worker.busy, f"worker process died (exit code {code})")
             self.worker_failures += 1
             self.next_worker_start = self.clock() + min(60.0, 2.0 ** min(self.worker_failures, 6) - 1)
             return
@@ -266,10 +265,11 @@ class Daemon:
                 break
         if not batch:
             return
-        spec = lambda job: OutputSpec(self.cfg.output.formats, self.cfg.output.dir, job.root,  # noqa: E731
-                                      self.cfg.transcription.timestamps)
+        out = self.cfg.output
+        jobs = [(j.id, str(j.path), OutputSpec(out.formats, out.dir, j.root, self.cfg.transcription.timestamps))
+                for j in batch]
         self.journal.start([j.id for j in batch])
-        if worker.send("jobs", [(j.id, str(j.path), spec(j)) for j in batch]):
+        if worker.send("jobs", jobs):
             worker.busy = [j.id for j in batch]
             for job in batch:
                 logger.info("transcribing {}", job.path)
@@ -298,10 +298,10 @@ class Daemon:
         if action == "keep":
             return
         try:
-            moved = policy.apply_source_after(path, Path(result["outputs"]["txt"] if "txt" in result["outputs"]
-                                                          else next(iter(result["outputs"].values()))),
-                                              action, archive_dir=self.cfg.policy.archive_dir, watch_root=root,
-                                              passes=self.cfg.policy.secure_delete_passes)
+            outputs = result["outputs"]
+            transcript = Path(outputs.get("txt") or next(iter(outputs.values())))
+            moved = policy.apply_source_after(path, transcript, action, archive_dir=self.cfg.policy.archive_dir,
+                                              watch_root=root, passes=self.cfg.policy.secure_delete_passes)
             logger.info("{} {}{}", "archived" if action == "archive" else "deleted", path,
                         f" to {moved}" if moved else "")
         except Exception as exc:
@@ -319,8 +319,9 @@ class Daemon:
             except OSError as exc:
                 logger.error("cannot write failure note for {}: {}", path, exc)
 
-    def _requeue_in_flight(self, reason: str, crashed: list[int] | None = None) -> None:
-        for job_id in list(crashed or []):
+    def _count_attempt(self, job_ids: list[int], reason: str) -> None:
+        """Jobs a worker took but never finished: a failed attempt each (requeued or failed)."""
+        for job_id in list(job_ids):
             job = self.journal.get(job_id)
             if job is None:
                 continue
@@ -336,8 +337,7 @@ class Daemon:
         # Ping systemd's watchdog only while the worker shows life: a hung model must be restarted.
         if worker is None or not worker.busy or time.monotonic() - worker.last_message_at < 600:
             self.notifier.watchdog()
-        queued = len(self.journal.queued())
-        status = f"{queued} queued"
+        status = f"{self.journal.counts()['queued']} queued"
         for job_id in worker.busy if worker else []:
             job = self.journal.get(job_id)
             done, total = self.current.get(job_id, (0, 0))

@@ -71,12 +71,22 @@ class WorkerHandle:
             self.last_message_at = time.monotonic()
         return messages
 
-    def stop(self, timeout: float) -> None:
-        """Ask the worker to finish and exit; kill it if it does not within ``timeout``."""
+    def stop(self, timeout: float) -> list[tuple[Any, ...]]:
+        """Ask the worker to finish and exit; kill it if it does not within ``timeout``.
+
+        Returns the messages it sent before exiting (results of its last batch): the pipe
+        closes here, so this is the caller's only chance to read them.
+        """
+        messages: list[tuple[Any, ...]] = []
         if self.alive:
             self.send("stop")
-            self.process.join(timeout)
+            deadline = time.monotonic() + timeout
+            # Read while waiting: a worker blocked on a full pipe could never exit otherwise.
+            while self.process.is_alive() and time.monotonic() < deadline:
+                messages += self.receive(min(1.0, max(0.0, deadline - time.monotonic())))
+        messages += self.receive(0)
         self.kill()
+        return messages
 
     def kill(self) -> None:
         if self.process.is_alive():

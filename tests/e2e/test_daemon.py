@@ -234,11 +234,17 @@ def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(env: Env) -> None:
     assert daemon.wait(60) == 0
 
 
+def _start_with_a_long_job(env: Env, seconds: float) -> subprocess.Popen:
+    """A running daemon whose worker is busy with long.wav."""
+    daemon = env.start()
+    env.drop("long.wav", seconds=seconds)
+    wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
+    return daemon
+
+
 def test_file_deleted_while_queued_is_dropped(slow_env: Env) -> None:
     env = slow_env
-    daemon = env.start()
-    env.drop("long.wav", seconds=1200)
-    wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
+    daemon = _start_with_a_long_job(env, seconds=1200)
     env.drop("short.wav")
     wait_for(lambda: env.states().get("short.wav") == "queued", what="short file queued")
     assert env.states()["long.wav"] == "working"  # so short.wav cannot have been dispatched yet
@@ -253,9 +259,7 @@ def test_file_deleted_while_queued_is_dropped(slow_env: Env) -> None:
 
 def test_sigterm_lets_the_current_file_finish(slow_env: Env) -> None:
     env = slow_env
-    daemon = env.start()
-    env.drop("long.wav", seconds=900)
-    wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
+    daemon = _start_with_a_long_job(env, seconds=900)
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(120) == 0
     assert env.states() == {"long.wav": "done"}
