@@ -128,7 +128,7 @@ def tokenizer_dir() -> Path:
 
 
 def load_clip(path: Path) -> np.ndarray:
-    from scribed.audio import decode_audio
+    from scribed.media.audio import decode_audio
 
     return decode_audio(path).samples
 

@@ -1,7 +1,7 @@
 """The ``scribed`` command line. Thin: parse, load config, call the module that does the work.
 
 Exit status everywhere: 0 success, 1 some recordings failed, 2 usage/config/model errors.
-Heavy modules (torch via scribed.asr) are imported only by the subcommands that need them.
+Heavy modules (torch via scribed.engine.qwen3) are imported only by the subcommands that need them.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
     from scribed import text
-    from scribed.runner import OutputSpec, open_pipeline, transcribe_files
+    from scribed.engine.runner import OutputSpec, open_pipeline, transcribe_files
 
     model: dict[str, object] = {}
     if args.model:
@@ -158,7 +158,7 @@ def _progress_bar():
 
 
 def _cmd_model(args: argparse.Namespace, cfg: Config) -> int:
-    from scribed import models
+    from scribed.engine import models
 
     if args.action == "pull":
         return models.pull(args.id or cfg.model.id, cfg.model.cache_dir)
@@ -187,19 +187,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "model":
             return _cmd_model(args, cfg)
         if args.command == "run":
-            from scribed.service import run_daemon
+            from scribed.daemon.service import run_daemon
 
             return run_daemon(cfg, once=args.once)
         if args.command == "status":
-            from scribed.status import print_status
+            from scribed.daemon.status import print_status
 
             return print_status(cfg)
         if args.command == "service":
-            from scribed.unit import service_command
+            from scribed.system.unit import service_command
 
             return service_command(args.action, args.config.resolve() if args.config else None)
         if args.command == "bench":
-            from scribed.bench import bench_command
+            from scribed.tools.bench import bench_command
 
             return bench_command(args, cfg)
     except ScribedError as exc:  # ConfigError included: exit 2, every problem listed

@@ -53,6 +53,7 @@ class WatchConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     id: str = "Qwen/Qwen3-ASR-0.6B-hf"
+    backend: str = "transformers"  # the engine implementation (only transformers exists)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     batch_size: int = 16
@@ -68,6 +69,7 @@ class TranscriptionConfig:
     max_chunk_s: float = 30.0
     timestamps: bool = False
     paragraph_pause_s: float = 3.0
+    max_duration_s: float = 6 * 3600.0  # longer recordings fail with a clear error (decompression bombs)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ class ServiceConfig:
     @property
     def resolved_state_dir(self) -> Path:
         return self.state_dir or xdg_dir("XDG_STATE_HOME", ".local/state") / "scribed"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.resolved_state_dir / "journal.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -264,6 +270,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
         ModelConfig,
         {
             "id": _nonempty_string,
+            "backend": _choice("transformers"),
             "device": _device,
             "dtype": _choice("auto", "float32", "bfloat16", "float16"),
             "batch_size": _integer(1, 1024),
@@ -280,6 +287,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
             "max_chunk_s": _number(2, 1200),
             "timestamps": _boolean,
             "paragraph_pause_s": _number(0.1),
+            "max_duration_s": _number(1, 7 * 86400),
         },
     ),
     "output": (

@@ -42,7 +42,7 @@ def test_guard_refuses_and_reports_in_the_daemon(env: Env) -> None:
     assert result.returncode == 0, result.stderr
     assert "network: blocked in-process" in result.stderr
     assert "network: blocked in-process" in env.run("status").stdout
-    code = ("import socket, scribed.policy as p; p.install_network_guard();\n"
+    code = ("import socket, scribed.system.netguard as p; p.install_network_guard();\n"
             "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\nexcept OSError as e:\n"
             "    print(type(e).__name__, e)")
     probe = subprocess.run([env.cmd()[0], "-c", code], capture_output=True, text=True, env=env.env, timeout=60)

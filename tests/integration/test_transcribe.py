@@ -36,7 +36,7 @@ def _config(tmp_path: Path, model: Path, **sections: dict) -> Path:
 
 
 def _clip(rel: str) -> np.ndarray:
-    from scribed.audio import decode_audio
+    from scribed.media.audio import decode_audio
 
     return decode_audio(SHARED / rel).samples
 
@@ -143,9 +143,9 @@ def test_long_recording_cuts_land_in_gaps(tiny_model: Path, speech_dir: Path, tm
 def test_truncated_chunks_are_split_then_reported(tiny_model: Path, speech_dir: Path, tmp_path: Path) -> None:
     from loguru import logger
 
-    from scribed.audio import decode_audio
     from scribed.config import load_config
-    from scribed.runner import open_pipeline
+    from scribed.engine.runner import open_pipeline
+    from scribed.media.audio import decode_audio
 
     messages: list[str] = []
     sink = logger.add(lambda m: messages.append(str(m)), level="INFO")
@@ -216,7 +216,8 @@ def test_missing_model_is_a_clear_exit_2(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_main_process_modules_do_not_import_torch() -> None:
-    code = ("import sys, scribed.service, scribed.cli, scribed.transcribe, scribed.runner, scribed.status;"
+    code = ("import sys, scribed.daemon.service, scribed.cli, scribed.engine.pipeline, scribed.engine.runner,"
+            " scribed.daemon.status;"
             "bad=[m for m in ('torch','transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "daemon")))

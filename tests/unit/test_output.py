@@ -8,7 +8,8 @@ import stat
 from pathlib import Path
 
 from scribed import output
-from scribed.transcribe import ChunkFailure, Segment, Transcript
+from scribed.engine import render
+from scribed.engine.types import ChunkFailure, Segment, Transcript
 
 
 def _transcript() -> Transcript:
@@ -22,21 +23,21 @@ def _transcript() -> Transcript:
 
 def test_txt_paragraphs_timestamps_and_failures() -> None:
     t = _transcript()
-    assert output.render_txt(t) == ("Hello there. How are you? Fine.\n\nNext topic.\n\n"
+    assert render.render_txt(t) == ("Hello there. How are you? Fine.\n\nNext topic.\n\n"
                                     "[scribed: 00:00:50–00:01:00 model output hit its length limit]\n")
-    assert output.render_txt(t, timestamps=True).startswith("[00:00:01] Hello there.")
+    assert render.render_txt(t, timestamps=True).startswith("[00:00:01] Hello there.")
 
 
 def test_srt_vtt_cues_stay_inside_segments() -> None:
-    srt = output.render_srt(_transcript())
+    srt = render.render_srt(_transcript())
     assert srt.startswith("1\n00:00:01,000 --> 00:00:05,")
     assert "3\n00:00:12,000 --> 00:00:20,000\nFine.\n" in srt
-    vtt = output.render_vtt(_transcript())
+    vtt = render.render_vtt(_transcript())
     assert vtt.startswith("WEBVTT\n\n00:00:01.000 --> ")
 
 
 def test_json_interface() -> None:
-    data = json.loads(output.render_json(_transcript()))
+    data = json.loads(render.render_json(_transcript()))
     assert set(data) >= {"source", "duration_s", "language", "model", "segments", "text"}
     assert data["source"] == "meeting.m4a"
     assert data["segments"][0] == {"start": 1.0, "end": 10.0, "text": "Hello there. How are you?", "language": "en"}

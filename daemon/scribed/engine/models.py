@@ -91,7 +91,7 @@ def list_models(cache_dir: Path | None = None) -> list[LocalModel]:
 def pull(model_id: str, cache_dir: Path | None = None) -> int:
     """Download ``model_id`` into the cache (progress bar), then check that it loads. Exit status."""
     env = dict(os.environ, HF_HUB_OFFLINE="0", TRANSFORMERS_OFFLINE="0")
-    args = [sys.executable, "-m", "scribed.models", model_id] + ([str(cache_dir)] if cache_dir else [])
+    args = [sys.executable, "-m", "scribed.engine.models", model_id] + ([str(cache_dir)] if cache_dir else [])
     return subprocess.call(args, env=env)
 
 
@@ -106,7 +106,7 @@ def _pull_main(argv: list[str]) -> int:
         return 1
     print(f"downloaded {model_id} to {path}; checking that it loads...", file=sys.stderr)
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from scribed.asr import AsrEngine
+    from scribed.engine.qwen3 import AsrEngine
 
     try:
         AsrEngine(path, device="cpu").load()

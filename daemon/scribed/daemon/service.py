@@ -1,7 +1,7 @@
 """The daemon (``scribed run``): watch, queue in the journal, feed the worker, write, repeat.
 
 Contract:
-- The main process never imports torch: the model lives in a ``spawn`` worker (scribed.worker).
+- The main process never imports torch: the model lives in a ``spawn`` worker (scribed.daemon.worker).
 - Signal handlers only set flags; the loop wakes at least every ``tick_s`` (huey-style).
   SIGTERM/SIGINT: stop taking files, let the current batch finish (``service.stop_timeout_s``),
   exit 0; a second signal aborts at once and the job is requeued at next start. SIGHUP reloads
@@ -24,21 +24,18 @@ from typing import Any
 
 from loguru import logger
 
-from scribed import output, policy
-from scribed.audio import probe_duration
+from scribed import output
 from scribed.config import Config, load_config
-from scribed.journal import Journal
-from scribed.runner import OutputSpec
-from scribed.sdnotify import Notifier
-from scribed.watcher import FolderWatcher, Ready
-from scribed.worker import WorkerHandle
+from scribed.daemon.journal import Journal
+from scribed.daemon.watcher import FolderWatcher, Ready
+from scribed.daemon.worker import WorkerHandle
+from scribed.engine.runner import OutputSpec
+from scribed.media.audio import probe_duration
+from scribed.system import files, netguard, retention
+from scribed.system.sdnotify import Notifier
 
 MAX_FILES_PER_BATCH = 8
 MAX_AUDIO_PER_BATCH_S = 3600.0
-
-
-def journal_path(cfg: Config) -> Path:
-    return cfg.service.resolved_state_dir / "journal.sqlite3"
 
 
 class Daemon:
@@ -48,7 +45,7 @@ class Daemon:
         self.clock = clock
         self.tick_s = tick_s
         self.notifier = notifier or Notifier()
-        self.journal = Journal(journal_path(cfg))
+        self.journal = Journal(cfg.service.journal_path)
         self.watcher: FolderWatcher | None = None
         self.worker: WorkerHandle | None = None
         self.stop_requested = 0  # number of stop signals seen
@@ -76,8 +73,8 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------------
     def run(self, once: bool = False) -> int:
         if self.cfg.policy.block_network:
-            policy.install_network_guard()
-        net = policy.network_self_test()
+            netguard.install_network_guard()
+        net = netguard.network_self_test()
         logger.info("scribed starting (pid {}); {}", os.getpid(), net.detail)
         self.journal.set_meta(pid=os.getpid(), started=time.time(), network=net.detail, model=self.cfg.model.id,
                               worker="starting", config=self.cfg.source, heartbeat=time.time())
@@ -151,10 +148,10 @@ class Daemon:
         for folder in self.cfg.watch.folders + ((self.cfg.output.dir,) if self.cfg.output.dir else ()):
             if not folder.is_dir():
                 continue
-            for dirpath, _dirs, files in os.walk(folder):
-                for name in files:
+            for dirpath, _dirs, names in os.walk(folder):
+                for name in names:
                     if output.is_scribed_temp(name):
-                        policy.secure_delete(Path(dirpath) / name, self.cfg.policy.secure_delete_passes)
+                        files.secure_delete(Path(dirpath) / name, self.cfg.policy.secure_delete_passes)
                         logger.info("wiped stale temporary {}", Path(dirpath) / name)
 
     def _reload(self) -> None:
@@ -300,7 +297,7 @@ class Daemon:
         try:
             outputs = result["outputs"]
             transcript = Path(outputs.get("txt") or next(iter(outputs.values())))
-            moved = policy.apply_source_after(path, transcript, action, archive_dir=self.cfg.policy.archive_dir,
+            moved = retention.apply_source_after(path, transcript, action, archive_dir=self.cfg.policy.archive_dir,
                                               watch_root=root, passes=self.cfg.policy.secure_delete_passes)
             logger.info("{} {}{}", "archived" if action == "archive" else "deleted", path,
                         f" to {moved}" if moved else "")

@@ -1,20 +1,10 @@
-"""The worker process: keeps the model loaded and transcribes the jobs the daemon sends it.
+"""The worker process's main: load the model once, transcribe the jobs the daemon sends, report back.
 
-Contract:
-- :class:`WorkerHandle` lives in the daemon's main process (which never imports torch) and
-  starts the worker with multiprocessing ``spawn``. They talk over one duplex pipe:
-  main -> worker: ``("jobs", [(job_id, path, OutputSpec), ...])``, ``("stop",)``;
-  worker -> main: ``("ready", info)``, ``("progress", job_id, done, total)``,
-  ``("result", job_id, outcome_dict)``, ``("idle", info)``, ``("unloaded",)``, ``("fatal", message)``.
-- A worker that dies (segfault, CUDA error, OOM kill) is seen as ``alive == False`` / EOF; the
-  daemon decides about retries. Recordings are only ever read here.
-- The worker applies the privacy policy to itself: network guard, no core dumps, temporary
-  files only in the private temp dir.
+Runs only inside the ``spawn`` worker (started by :mod:`scribed.daemon.worker`).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from multiprocessing.connection import Connection
@@ -26,89 +16,18 @@ from loguru import logger
 from scribed.config import Config
 
 
-class WorkerHandle:
-    """The main process's view of one worker process."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_main, args=(cfg, child), name="scribed-worker", daemon=True)
-        self.process.start()
-        child.close()
-        self.ready = False
-        self.busy: list[int] = []  # job ids in flight
-        self.started_at = time.monotonic()
-        self.last_message_at = time.monotonic()
-
-    @property
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def send(self, *message: Any) -> bool:
-        try:
-            self.conn.send(message)
-            return True
-        except (OSError, BrokenPipeError, EOFError):
-            return False
-
-    def receive(self, timeout: float) -> list[tuple[Any, ...]]:
-        """Messages available within ``timeout`` seconds (then whatever else is already there)."""
-        messages = []
-        try:
-            if self.conn.poll(timeout):
-                while True:
-                    messages.append(self.conn.recv())
-                    if not self.conn.poll(0):
-                        break
-        except (EOFError, OSError):
-            pass
-        if messages:
-            self.last_message_at = time.monotonic()
-        return messages
-
-    def stop(self, timeout: float) -> list[tuple[Any, ...]]:
-        """Ask the worker to finish and exit; kill it if it does not within ``timeout``.
-
-        Returns the messages it sent before exiting (results of its last batch): the pipe
-        closes here, so this is the caller's only chance to read them.
-        """
-        messages: list[tuple[Any, ...]] = []
-        if self.alive:
-            self.send("stop")
-            deadline = time.monotonic() + timeout
-            # Read while waiting: a worker blocked on a full pipe could never exit otherwise.
-            while self.process.is_alive() and time.monotonic() < deadline:
-                messages += self.receive(min(1.0, max(0.0, deadline - time.monotonic())))
-        messages += self.receive(0)
-        self.kill()
-        return messages
-
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-        self.conn.close()
-
-
-# -- inside the worker process ---------------------------------------------------------------------
-
-
 def _prepare_process(cfg: Config) -> None:
     """Privacy before anything else loads: guard, core dumps, where temporary files may go."""
-    from scribed import logs, policy
+    from scribed import logs
+    from scribed.system import harden, netguard, tempdir
 
     logs.setup(cfg.service.log_level, process="scribed-worker")
     _die_with_parent()
-    policy.disable_core_dumps()
+    harden.disable_core_dumps()
     if cfg.policy.block_network:
-        policy.install_network_guard()
+        netguard.install_network_guard()
     if cfg.policy.intermediates == "tmpfs":
-        temp = policy.PrivateTempDir(cfg.policy.temp_dir, cfg.watch.folders, cfg.policy.secure_delete_passes)
+        temp = tempdir.PrivateTempDir(cfg.policy.temp_dir, cfg.watch.folders, cfg.policy.secure_delete_passes)
         removed = temp.wipe_stale()
         if removed:
             logger.info("wiped {} stale temporary file(s) from {}", removed, temp.path)
@@ -138,7 +57,7 @@ def _die_with_parent() -> None:
 def worker_main(cfg: Config, conn: Connection) -> None:
     """Entry point of the spawned worker. Returns (exits) on "stop" or when the pipe closes."""
     _prepare_process(cfg)
-    from scribed import runner
+    from scribed.engine import runner
 
     try:
         pipeline = runner.open_pipeline(cfg)

@@ -1,4 +1,4 @@
-"""Tests for scribed.sdnotify against a real AF_UNIX datagram socket standing in for systemd."""
+"""Tests for scribed.system.sdnotify against a real AF_UNIX datagram socket standing in for systemd."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from scribed.sdnotify import Notifier
+from scribed.system.sdnotify import Notifier
 
-DAEMON_DIR = Path(__file__).resolve().parents[2] / "daemon"
+DAEMON_DIR = Path(__file__).resolve().parents[3] / "daemon"
 PYTHONPATH = os.pathsep.join(filter(None, [str(DAEMON_DIR), os.environ.get("PYTHONPATH")]))
 
 
@@ -157,9 +157,9 @@ def test_thread_safe(manager: tuple[socket.socket, str]) -> None:
 def test_works_under_the_network_guard(manager: tuple[socket.socket, str]) -> None:
     sock, address = manager
     code = """
-        from scribed import policy
-        from scribed.sdnotify import Notifier
-        policy.install_network_guard()
+        from scribed.system import files, fstype, harden, netguard, retention, tempdir
+        from scribed.system.sdnotify import Notifier
+        netguard.install_network_guard()
         print(Notifier().ready("guarded"))
     """
     proc = subprocess.run(

@@ -2,7 +2,7 @@
 
 Contract:
 - :func:`is_candidate` says whether a file name could be a finished recording: an audio/video
-  extension (:data:`scribed.audio.AUDIO_EXTENSIONS`, any case), not hidden, not a sync client's or
+  extension (:data:`scribed.media.audio.AUDIO_EXTENSIONS`, any case), not hidden, not a sync client's or
   browser's temporary (Syncthing, rsync, Nextcloud/ownCloud, Dropbox, Office lock files, partial
   downloads), not one of scribed's own outputs/temporaries, and not matching an ``ignore`` glob.
 - :class:`FolderWatcher` runs one watchdog observer per configured folder (inotify, or polling for
@@ -43,10 +43,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from scribed.audio import AUDIO_EXTENSIONS
 from scribed.config import WatchConfig
+from scribed.media.audio import AUDIO_EXTENSIONS
 from scribed.output import FAILED_SUFFIX, is_scribed_temp
-from scribed.policy import is_network_filesystem
+from scribed.system.fstype import is_network_filesystem
 
 __all__ = ["FolderWatcher", "Ready", "is_candidate"]
 

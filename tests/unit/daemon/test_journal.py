@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scribed.journal import Journal
+from scribed.daemon.journal import Journal
 
 
 def _journal(tmp_path: Path) -> Journal:

@@ -10,8 +10,7 @@ import os
 import time
 
 from scribed.config import Config
-from scribed.journal import Journal
-from scribed.service import journal_path
+from scribed.daemon.journal import Journal
 from scribed.text import format_clock
 
 
@@ -28,7 +27,7 @@ def _alive(pid: object) -> bool:
 
 
 def print_status(cfg: Config) -> int:
-    path = journal_path(cfg)
+    path = cfg.service.journal_path
     if not path.exists():
         print(f"scribed has not run yet (no journal at {path})")
         return 3

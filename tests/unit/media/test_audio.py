@@ -1,4 +1,4 @@
-"""Tests for scribed.audio: every container we claim to read, and every way a file can be bad.
+"""Tests for scribed.media.audio: every container we claim to read, and every way a file can be bad.
 
 Real recordings come from ../shared/data/speech (never copied into the repo); every other format is
 generated here with PyAV's encoders (or soundfile for WAV variants) into tmp_path.
@@ -21,11 +21,11 @@ import pytest
 import soundfile as sf
 import soxr
 
-from scribed import audio
-from scribed.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, DecodedAudio, decode_audio, probe_duration
 from scribed.errors import AudioError
+from scribed.media import audio
+from scribed.media.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, DecodedAudio, decode_audio, probe_duration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SPEECH_DIR = REPO_ROOT.parent / "shared" / "data" / "speech"
 CLIP_S = 6.0  # long enough that codec framing (<= ~50 ms) stays well under the 1% budget
 LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
@@ -528,7 +528,7 @@ def test_extensions() -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, scribed.audio\n"
+        "import sys, scribed.media.audio\n"
         "heavy = [m for m in ('torch', 'av', 'soundfile', 'soxr', 'librosa') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -20,9 +20,9 @@ from loguru import logger
 from watchdog.observers.inotify import InotifyEmitter
 from watchdog.observers.inotify_c import InotifyFD
 
-from scribed import watcher as watcher_mod
 from scribed.config import WatchConfig
-from scribed.watcher import CLOSE_SETTLE_S, FolderWatcher, Ready, is_candidate
+from scribed.daemon import watcher as watcher_mod
+from scribed.daemon.watcher import CLOSE_SETTLE_S, FolderWatcher, Ready, is_candidate
 
 SETTLE = 5.0
 RESCAN = 60.0

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scribed import bench, cli
+from scribed import cli
+from scribed.tools import bench
 
 SCENARIO_KEYS = {
     "recordings": int, "audio_s": float, "wall_s": float, "x_realtime": float, "rtf": float, "cpu_s": float,

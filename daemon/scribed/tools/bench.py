@@ -2,9 +2,9 @@
 
 Contract:
 - What is timed is the code of ``scribed transcribe`` and the daemon: bench recordings are WAV
-  files that :func:`scribed.runner.transcribe_files` decodes, segments, batches (longest first,
+  files that :func:`scribed.engine.runner.transcribe_files` decodes, segments, batches (longest first,
   across files) and transcribes with :class:`scribed.transcribe.Pipeline` on an
-  :class:`scribed.asr.AsrEngine`, writing a .txt each. Wall time covers all of that.
+  :class:`scribed.engine.qwen3.AsrEngine`, writing a .txt each. Wall time covers all of that.
 - Without ``--model`` the weights are random (the real 0.6B/1.7B architectures, built once into
   ``$XDG_CACHE_HOME/scribed/bench/<size>-tf<transformers version>`` and reused; build time is
   reported apart from load time). Random weights never stop sensibly, so every chunk generates
@@ -47,10 +47,11 @@ import numpy as np
 from loguru import logger
 
 from scribed import __version__
-from scribed.audio import SAMPLE_RATE, decode_audio
 from scribed.config import Config, xdg_dir
+from scribed.engine.pipeline import Pipeline
+from scribed.engine.types import ChunkRequest, ChunkResult, TranscribeOptions
 from scribed.errors import ModelError, ScribedError, TranscriptionError, UsageError
-from scribed.transcribe import ChunkRequest, ChunkResult, Pipeline, TranscribeOptions
+from scribed.media.audio import SAMPLE_RATE, decode_audio
 
 # Text tokens generated per second of audio. Conversational English runs ~2.5 words/s, about
 # 3.3 tokens/s with Qwen's BPE; Mandarin ~4 characters/s, 3-4 tokens/s (frequent words are one
@@ -117,7 +118,7 @@ def random_checkpoint(size: str, tokenizer: Path) -> tuple[Path, float | None]:
     """The cached random-weight checkpoint of ``size`` and its build seconds (None when reused)."""
     import transformers
 
-    from scribed.asr import build_random_checkpoint
+    from scribed.engine.qwen3 import build_random_checkpoint
 
     out = xdg_dir("XDG_CACHE_HOME", ".cache") / "scribed" / "bench" / f"{size}-tf{transformers.__version__}"
     if (out / "scribed-random-weights.json").is_file():  # written last by build_random_checkpoint
@@ -220,7 +221,7 @@ def _reset_peaks(engine: Any) -> str:
 
 def run_scenario(engine: Any, paths: Sequence[Path], options: TranscribeOptions, out_dir: Path) -> dict[str, Any]:
     """Transcribe ``paths`` together exactly as ``scribed transcribe`` does; one report row."""
-    from scribed.runner import OutputSpec, transcribe_files
+    from scribed.engine.runner import OutputSpec, transcribe_files
 
     counter = CountingEngine(engine)
     scope = _reset_peaks(engine)
@@ -249,7 +250,7 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
                 dtype: str, options: TranscribeOptions, durations: Durations, clips: Sequence[np.ndarray],
                 workdir: Path) -> dict[str, Any]:
     """Load ``path`` once and run every scenario with a non-zero duration on it."""
-    from scribed.asr import AsrEngine
+    from scribed.engine.qwen3 import AsrEngine
 
     engine = AsrEngine(path, device=device, dtype=dtype, name=architecture)
     engine.load()
@@ -309,7 +310,7 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     import torch
     import transformers
 
-    from scribed.models import resolve_model
+    from scribed.engine.models import resolve_model
 
     durations = durations_from(args, os.environ.get("SCRIBED_BENCH_DURATIONS"))
     batch_size = cfg.model.batch_size if args.batch_size is None else args.batch_size
@@ -320,7 +321,7 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     if args.model:
         targets = [(args.model, resolve_model(args.model, cfg.model.cache_dir), False, None)]
     else:
-        from scribed.asr import ARCHITECTURES
+        from scribed.engine.qwen3 import ARCHITECTURES
 
         sizes = [s.strip().lower() for s in (args.sizes or ("0.6b" if args.quick else "0.6b,1.7b")).split(",")]
         unknown = [s for s in sizes if s not in ARCHITECTURES]

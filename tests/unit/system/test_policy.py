@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from scribed import policy
 from scribed.errors import ConfigError, ScribedError
-from scribed.policy import PrivateTempDir, apply_source_after, secure_delete
+from scribed.system import files, fstype, netguard
+from scribed.system.files import secure_delete
+from scribed.system.retention import apply_source_after
+from scribed.system.tempdir import PrivateTempDir
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DAEMON_DIR = REPO_ROOT / "daemon"
 PYTHONPATH = os.pathsep.join(filter(None, [str(DAEMON_DIR), os.environ.get("PYTHONPATH")]))
 
@@ -44,7 +46,7 @@ def test_privacy_modules_do_not_import_torch() -> None:
     proc = _run_python(
         """
         import sys
-        import scribed.policy, scribed.sdnotify, scribed.unit
+        import scribed.system.netguard, scribed.system.retention, scribed.system.sdnotify, scribed.system.unit
         print("torch" in sys.modules, "transformers" in sys.modules)
         """
     )
@@ -56,7 +58,7 @@ def test_privacy_modules_do_not_import_torch() -> None:
 
 GUARD_SCRIPT = """
 import json, os, socket, sys, urllib.request
-from scribed import policy
+from scribed.system import files, fstype, harden, netguard, retention, tempdir
 from scribed.errors import NetworkBlockedError
 
 listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -67,8 +69,8 @@ port = listener.getsockname()[1]
 early = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # created before the guard
 
 seen = []
-policy.install_network_guard(seen.append)
-policy.install_network_guard(seen.append)  # idempotent: still one hook, one callback
+netguard.install_network_guard(seen.append)
+netguard.install_network_guard(seen.append)  # idempotent: still one hook, one callback
 
 def attempt(fn):
     try:
@@ -95,11 +97,11 @@ except BlockingIOError:
 a, b = socket.socketpair()
 a.sendall(b"still works")
 out["socketpair"] = b.recv(64).decode()
-with urllib.request.urlopen("file://" + os.path.abspath(policy.__file__)) as local:  # not network
-    out["file_url"] = local.read(9) == open(policy.__file__, "rb").read(9)
+with urllib.request.urlopen("file://" + os.path.abspath(netguard.__file__)) as local:  # not network
+    out["file_url"] = local.read(9) == open(netguard.__file__, "rb").read(9)
 out["callbacks"] = seen
-out["env"] = {k: os.environ.get(k) for k in policy.OFFLINE_ENV}
-out["report"] = policy.network_self_test().detail
+out["env"] = {k: os.environ.get(k) for k in netguard.OFFLINE_ENV}
+out["report"] = netguard.network_self_test().detail
 print(json.dumps(out))
 """
 
@@ -120,7 +122,7 @@ def test_network_guard_blocks_everything_but_unix_sockets() -> None:
     assert any("127.0.0.1" in detail and "connect" in detail for detail in out["callbacks"])
     assert any("urllib request to http://127.0.0.1" in detail for detail in out["callbacks"])
     assert proc.stderr.count("network blocked: ") == 6, proc.stderr
-    assert out["env"] == policy.OFFLINE_ENV
+    assert out["env"] == netguard.OFFLINE_ENV
     assert out["report"].startswith("network: blocked in-process; ")
 
 
@@ -128,10 +130,10 @@ def test_network_guard_sees_sockets_built_from_a_file_descriptor() -> None:
     proc = _run_python(
         """
         import socket
-        from scribed import policy
+        from scribed.system import files, fstype, harden, netguard, retention, tempdir
         from scribed.errors import NetworkBlockedError
         fd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM).detach()
-        policy.install_network_guard()
+        netguard.install_network_guard()
         sock = socket.socket(fileno=fd)  # family unknown at creation, so checked on use
         try:
             sock.sendto(b"x", ("127.0.0.1", 9))
@@ -148,9 +150,9 @@ def test_network_guard_keeps_urllib3_ipv6_probe_quiet() -> None:
         pytest.skip("urllib3 not installed")
     proc = _run_python(
         """
-        from scribed import policy
+        from scribed.system import files, fstype, harden, netguard, retention, tempdir
         seen = []
-        policy.install_network_guard(seen.append)
+        netguard.install_network_guard(seen.append)
         import urllib3
         print(len(seen))
         """
@@ -162,7 +164,7 @@ def test_network_guard_keeps_urllib3_ipv6_probe_quiet() -> None:
 
 def test_network_self_test_without_guard() -> None:
     # In a fresh process: other tests in this session install the (irreversible) guard.
-    code = ("from scribed import policy; r = policy.network_self_test();"
+    code = ("from scribed.system import netguard; r = netguard.network_self_test();"
             "print(r.guard_active, r.reachable, r.detail, sep='|')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": PYTHONPATH}, check=False)
@@ -176,7 +178,7 @@ def test_network_self_test_in_an_empty_network_namespace() -> None:
     unshare = shutil.which("unshare")
     if unshare is None or subprocess.run([unshare, "-rn", "true"], capture_output=True).returncode != 0:
         pytest.skip("cannot create a network namespace here")
-    code = "from scribed import policy; r = policy.network_self_test(); print(r.reachable, r.detail)"
+    code = "from scribed.system import netguard; r = netguard.network_self_test(); print(r.reachable, r.detail)"
     proc = subprocess.run(
         [unshare, "-rn", sys.executable, "-c", code],
         capture_output=True,
@@ -193,8 +195,8 @@ def test_disable_core_dumps() -> None:
     proc = _run_python(
         """
         import ctypes, resource
-        from scribed import policy
-        policy.disable_core_dumps()
+        from scribed.system import files, fstype, harden, netguard, retention, tempdir
+        harden.disable_core_dumps()
         dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
         print(resource.getrlimit(resource.RLIMIT_CORE), dumpable)
         """
@@ -214,9 +216,9 @@ def test_overwrite_replaces_every_byte_seen_through_a_hard_link(tmp_path: Path) 
     os.link(victim, link)
     fd = os.open(victim, os.O_WRONLY)
     try:
-        policy.overwrite_fd(fd, len(SECRET), passes=1)
+        files.overwrite_fd(fd, len(SECRET), passes=1)
         after_random = link.read_bytes()
-        policy.overwrite_fd(fd, len(SECRET), passes=2)  # pass 1 random, pass 2 zeros
+        files.overwrite_fd(fd, len(SECRET), passes=2)  # pass 1 random, pass 2 zeros
         after_zeros = link.read_bytes()
     finally:
         os.close(fd)
@@ -365,20 +367,20 @@ tmpfs /data tmpfs rw 0 0
     ],
 )
 def test_filesystem_type_from_mount_table(path: str, expected: str) -> None:
-    assert policy.filesystem_type(Path(path), mounts_text=MOUNTS) == expected
+    assert fstype.filesystem_type(Path(path), mounts_text=MOUNTS) == expected
 
 
 def test_network_filesystems() -> None:
-    assert policy.is_network_filesystem(Path("/mnt/nfs/a"), mounts_text=MOUNTS)
-    assert policy.is_network_filesystem(Path("/mnt/board meetings"), mounts_text=MOUNTS)
-    assert not policy.is_network_filesystem(Path("/mnt/nfs/scratch"), mounts_text=MOUNTS)
-    assert {"nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "9p", "ceph", "fuse.rclone"} <= policy.NETWORK_FILESYSTEMS
+    assert fstype.is_network_filesystem(Path("/mnt/nfs/a"), mounts_text=MOUNTS)
+    assert fstype.is_network_filesystem(Path("/mnt/board meetings"), mounts_text=MOUNTS)
+    assert not fstype.is_network_filesystem(Path("/mnt/nfs/scratch"), mounts_text=MOUNTS)
+    assert {"nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "9p", "ceph", "fuse.rclone"} <= fstype.NETWORK_FILESYSTEMS
 
 
 def test_filesystem_type_of_real_mounts(tmp_path: Path) -> None:
-    assert policy.filesystem_type(Path("/proc/self")) == "proc"
-    assert policy.filesystem_type(tmp_path) not in ("unknown", "proc")
-    assert not policy.is_network_filesystem(tmp_path)
+    assert fstype.filesystem_type(Path("/proc/self")) == "proc"
+    assert fstype.filesystem_type(tmp_path) not in ("unknown", "proc")
+    assert not fstype.is_network_filesystem(tmp_path)
 
 
 # ---------------------------------------------------------------------------- source after done

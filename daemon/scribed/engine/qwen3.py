@@ -35,8 +35,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from scribed.engine.types import ChunkRequest, ChunkResult
 from scribed.errors import ModelError
-from scribed.transcribe import ChunkRequest, ChunkResult
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()

@@ -1,4 +1,4 @@
-"""Tests for scribed.segment: chunk planning on synthetic signals and on real recordings.
+"""Tests for scribed.media.segment: chunk planning on synthetic signals and on real recordings.
 
 Synthetic signals pin each rule (silence, bursts, long gaps, continuous speech, short pauses,
 the quietest point). The real test concatenates the shared clips (../shared/data/speech, never
@@ -19,10 +19,10 @@ import soundfile as sf
 import soxr
 from scipy.signal import butter, sosfilt
 
-from scribed.segment import Chunk, SegmentOptions, find_speech, plan_chunks, quietest_point
+from scribed.media.segment import Chunk, SegmentOptions, find_speech, plan_chunks, quietest_point
 
 SR = 16000
-SPEECH_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech"
+SPEECH_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speech"
 EDGE_S = 0.3  # a clip's first and last 0.3 s need not be covered (the brief's definition)
 
 

@@ -15,10 +15,12 @@ from pathlib import Path
 from loguru import logger
 
 from scribed import output
-from scribed.audio import DecodedAudio, decode_audio
 from scribed.config import Config
+from scribed.engine import render
+from scribed.engine.pipeline import Pipeline
+from scribed.engine.types import TranscribeOptions, Transcript
 from scribed.errors import ScribedError
-from scribed.transcribe import Pipeline, TranscribeOptions, Transcript
+from scribed.media.audio import DecodedAudio, decode_audio
 
 # Decoded audio held at once: 3 hours of 16 kHz float32 is ~700 MB.
 MAX_GROUP_SECONDS = 3 * 3600.0
@@ -94,7 +96,7 @@ def transcribe_files(pipeline: Pipeline, paths: Sequence[Path], spec: OutputSpec
 def _write(outcome: FileOutcome, transcript: Transcript, spec: OutputSpec) -> None:
     paths = output.output_paths(outcome.path, spec.formats, spec.out_dir, spec.root)
     try:
-        output.write_transcript(transcript, paths, source=outcome.path, timestamps=spec.timestamps)
+        render.write_transcript(transcript, paths, source=outcome.path, timestamps=spec.timestamps)
     except OSError as exc:
         outcome.error = f"cannot write transcript for {str(outcome.path)!r}: {exc.strerror or exc}"
         logger.error("{}", outcome.error)
@@ -110,14 +112,14 @@ def _write(outcome: FileOutcome, transcript: Transcript, spec: OutputSpec) -> No
 
 def open_pipeline(cfg: Config, **option_overrides: object) -> Pipeline:
     """Resolve the model offline, guard the network per policy, load the engine (imports torch)."""
-    from scribed.models import resolve_model
+    from scribed.engine.models import resolve_model
 
     if cfg.policy.block_network:
-        from scribed.policy import install_network_guard
+        from scribed.system.netguard import install_network_guard
 
         install_network_guard()
     path = resolve_model(cfg.model.id, cfg.model.cache_dir)
-    from scribed.asr import AsrEngine
+    from scribed.engine.qwen3 import AsrEngine
 
     engine = AsrEngine(path, device=cfg.model.device, dtype=cfg.model.dtype, name=cfg.model.id)
     engine.load()

@@ -1,4 +1,4 @@
-"""Tests for scribed.unit and systemd/scribed.service.
+"""Tests for scribed.system.unit and systemd/scribed.service.
 
 ``systemctl`` and ``journalctl`` are external programs, so they are replaced by fake scripts on
 PATH that record their argv; everything else (rendering, config loading, file writing) is real.
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from scribed.config import ServiceConfig
-from scribed.unit import UNIT_NAME, quote_arg, render_unit, service_command, unit_template
+from scribed.system.unit import UNIT_NAME, quote_arg, render_unit, service_command, unit_template
 
-REPO_UNIT = Path(__file__).resolve().parents[2] / "systemd" / UNIT_NAME
+REPO_UNIT = Path(__file__).resolve().parents[3] / "systemd" / UNIT_NAME
 MAX_EXPOSURE = 2.5
 
 FAKE_TOOL = """#!{python}

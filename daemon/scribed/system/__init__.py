@@ -1,0 +1,1 @@
+"""Operating-system seams: network guard, process hardening, files, temp dir, retention, systemd."""
