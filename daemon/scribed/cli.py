@@ -1,12 +1,21 @@
 """The ``scribed`` command line. Thin: parse, load config, call the module that does the work.
 
-Exit status everywhere: 0 success, 1 some recordings failed, 2 usage/config/model errors.
-Heavy modules (torch via scribed.engine.qwen3) are imported only by the subcommands that need them.
+Contract:
+- Exit status everywhere: 0 success, 1 some recordings failed, 2 usage/config/model errors (and a
+  Python module a command needs is missing), 130 interrupted; ``status`` uses 3 for "not running".
+  Every error is one ``scribed: ...`` line on stderr (a config error lists each problem).
+- Flags that stand for config keys are laid over the loaded config with
+  :func:`scribed.config.overlay`, so they are checked by the same rules as the file.
+- Each subcommand's module is imported when that subcommand runs: ``status`` and
+  ``check-config`` load no heavy library (torch, transformers, numpy, scipy, watchdog;
+  tests/test_imports.py checks it). A missing third-party module is reported by name; a broken
+  import inside scribed is a bug and raises.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +23,7 @@ import yaml
 from loguru import logger
 
 from scribed import __version__, logs
-from scribed.config import OUTPUT_FORMATS, Config, load_config, replace, to_dict
+from scribed.config import OUTPUT_FORMATS, Config, expand_path, load_config, overlay, to_dict
 from scribed.errors import ScribedError, UsageError
 
 
@@ -27,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"scribed {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", type=Path, help="config file (default: ~/.config/scribed/config.yaml)")
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: DEBUG)")
-    common.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help=f"more logging: one step per -v along {', '.join(logs.LEVELS)}")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="less logging: one step per -q")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     c = sub.add_parser("check-config", parents=[common], help="validate a config file and print the effective config")
@@ -49,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", parents=[common], help="what the daemon is doing (reads its journal)")
 
+    rt = sub.add_parser("retry", parents=[common], help="queue recordings again (after a fix, or freed disk space)")
+    rt.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="recordings to queue again")
+    rt.add_argument("--failed", action="store_true", help="queue every recording that failed for good")
+
     m = sub.add_parser("model", parents=[common], help="local models: list, pull (the only network use)")
     msub = m.add_subparsers(dest="action", metavar="ACTION", required=True)
     msub.add_parser("list", parents=[common], help="models available offline")
@@ -66,13 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     b.add_argument("--backlog", type=int, default=None, help="number of recordings in the backlog scenario")
     b.add_argument("--batch-size", type=int, default=None)
+    b.add_argument("--tokenizer", type=Path,
+                   help="folder with the Qwen3-ASR tokenizer files (random weights); default $SCRIBED_TOKENIZER_DIR")
     return p
 
 
 def _level(cfg: Config, args: argparse.Namespace) -> str:
-    levels = ["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"]
-    base = levels.index(cfg.service.log_level) if cfg.service.log_level in levels else 2
-    return levels[max(0, min(len(levels) - 1, base - args.verbose + args.quiet))]
+    """service.log_level, moved one step per -q (quieter) and per -v (more verbose)."""
+    return logs.shifted(cfg.service.log_level, args.quiet - args.verbose)
+
+
+def _flags(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """The config keys that this command's flags stand for (``None``: flag not given)."""
+    get = vars(args).get  # not every command has every flag
+    return {
+        "model": {"id": get("model"), "device": get("device"), "batch_size": get("batch_size")},
+        "transcription": {"language": get("language"), "timestamps": get("timestamps")},
+        "output": {"formats": get("format"), "dir": None if get("out") is None else str(get("out"))},
+    }
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -83,38 +108,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
-    from scribed import text
     from scribed.engine.runner import OutputSpec, open_pipeline, transcribe_files
 
-    model: dict[str, object] = {}
-    if args.model:
-        model["id"] = args.model
-    if args.device:
-        model["device"] = args.device
-    if args.batch_size:
-        if args.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        model["batch_size"] = args.batch_size
-    trans: dict[str, object] = {}
-    if args.language:
-        try:
-            text.language_name(args.language)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        trans["language"] = args.language
-    if args.timestamps:
-        trans["timestamps"] = True
-    out: dict[str, object] = {}
-    if args.format:
-        formats = tuple(dict.fromkeys(f.strip().lower() for f in args.format.split(",") if f.strip()))
-        bad = [f for f in formats if f not in OUTPUT_FORMATS]
-        if bad or not formats:
-            raise UsageError(f"--format: unknown format(s) {', '.join(bad) or '(none)'}; "
-                             f"use {','.join(OUTPUT_FORMATS)}")
-        out["formats"] = formats
-    if args.out:
-        out["dir"] = args.out.expanduser()
-    cfg = replace(cfg, model=model, transcription=trans, output=out)
     missing = [str(f) for f in args.files if not f.exists()]
     for name in missing:
         logger.error("no such file: {}", name)
@@ -123,7 +118,8 @@ def _cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
         return 1
     pipeline = open_pipeline(cfg)
     spec = OutputSpec(cfg.output.formats, cfg.output.dir, None, cfg.transcription.timestamps)
-    outcomes = transcribe_files(pipeline, files, spec, on_event=_progress_bar())
+    outcomes = transcribe_files(pipeline, files, spec, on_event=_progress_bar(),
+                                max_duration_s=cfg.transcription.max_duration_s)
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
         print(f"FAILED {o.path}: {o.error}", file=sys.stderr)
@@ -168,52 +164,67 @@ def _cmd_model(args: argparse.Namespace, cfg: Config) -> int:
     for m in found:
         mark = "*" if m.id == cfg.model.id else " "
         print(f"{mark} {m.id:32s} {m.size_bytes / 1e9:6.2f} GB  {m.path}")
-    local = Path(cfg.model.id).expanduser()
+    local = expand_path(cfg.model.id)
     if local.is_dir():
         print(f"* {cfg.model.id} (local folder)")
     return 0
+
+
+def _cmd_retry(args: argparse.Namespace, cfg: Config) -> int:
+    from scribed.daemon.retry import retry_command  # it also refuses an empty request (exit 2)
+
+    return retry_command(cfg, [Path(os.path.abspath(expand_path(p))) for p in args.paths], args.failed)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "check-config":
+        return _cmd_check_config(args)
+    cfg = overlay(load_config(args.config), _flags(args))
+    logs.setup(_level(cfg, args))
+    if args.command == "transcribe":
+        return _cmd_transcribe(args, cfg)
+    if args.command == "model":
+        return _cmd_model(args, cfg)
+    if args.command == "retry":
+        return _cmd_retry(args, cfg)
+    if args.command == "run":
+        from scribed.daemon.service import run_daemon
+
+        return run_daemon(cfg, once=args.once)
+    if args.command == "status":
+        from scribed.daemon.status import print_status
+
+        return print_status(cfg)
+    if args.command == "service":
+        from scribed.system.unit import service_command
+
+        return service_command(args.action, args.config.resolve() if args.config else None)
+    if args.command == "bench":
+        from scribed.tools.bench import bench_command
+
+        return bench_command(args, cfg)
+    raise UsageError(f"unknown command {args.command!r}")  # argparse's choices make this unreachable
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup("INFO")
     try:
-        if args.command == "check-config":
-            return _cmd_check_config(args)
-        cfg = load_config(args.config)
-        logs.setup(_level(cfg, args))
-        if args.command == "transcribe":
-            return _cmd_transcribe(args, cfg)
-        if args.command == "model":
-            return _cmd_model(args, cfg)
-        if args.command == "run":
-            from scribed.daemon.service import run_daemon
-
-            return run_daemon(cfg, once=args.once)
-        if args.command == "status":
-            from scribed.daemon.status import print_status
-
-            return print_status(cfg)
-        if args.command == "service":
-            from scribed.system.unit import service_command
-
-            return service_command(args.action, args.config.resolve() if args.config else None)
-        if args.command == "bench":
-            from scribed.tools.bench import bench_command
-
-            return bench_command(args, cfg)
+        return _run(args)
     except ScribedError as exc:  # ConfigError included: exit 2, every problem listed
         print(f"scribed: {exc}", file=sys.stderr)
         return exc.exit_code
     except ImportError as exc:
-        if exc.name and exc.name.startswith("scribed."):
-            print(f"scribed: '{args.command}' is not available yet in this version", file=sys.stderr)
-            return 2
-        raise
+        # A third-party module this command needs is missing or broken: say which, exactly.
+        # An import error inside scribed itself is a bug, and its traceback is the useful report.
+        if not exc.name or exc.name.partition(".")[0] == "scribed":
+            raise
+        print(f"scribed: {args.command}: cannot import the Python module {exc.name!r} ({exc}); "
+              "install it, e.g. reinstall scribed with its dependencies", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("scribed: interrupted", file=sys.stderr)
         return 130
-    return 2
 
 
 if __name__ == "__main__":

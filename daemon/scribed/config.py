@@ -4,8 +4,14 @@ Contract:
 - :func:`load_config` reads a YAML file (or the default path) and returns a :class:`Config`, or
   raises :class:`~scribed.errors.ConfigError` listing *every* problem at once, each as
   ``At 'section.key': expected ..., got ...`` (unknown keys get a did-you-mean).
+- Every semantic rule lives here, once: value ranges, choices (output formats, log levels from
+  :data:`scribed.logs.LEVELS`, ``source_after`` and ``hardlinked`` from :mod:`scribed.system.retention`),
+  the model's languages (:func:`scribed.text.language_name`) and the rules between keys.
+  :func:`overlay` puts command-line flags through the same checkers, so a bad flag gets the same
+  ``At 'model.batch_size': ...`` message as a bad file.
 - Missing keys take the defaults documented in ``config/scribed.yaml``; ``~`` and ``$VARS`` in
-  paths are expanded. Nothing here touches the network, the model or torch.
+  paths are expanded by :func:`expand_path` (the one place that does it). Nothing here touches
+  the network, the model or torch (standard library, yaml and loguru only).
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_type_hints
 
 import yaml
 
+from scribed import logs, text
 from scribed.errors import ConfigError
+from scribed.system.retention import HARDLINKED, STRATEGIES
 
 OUTPUT_FORMATS = ("txt", "srt", "vtt", "json")
 
@@ -35,89 +43,12 @@ def default_config_path() -> Path:
     return xdg_dir("XDG_CONFIG_HOME", ".config") / "scribed" / "config.yaml"
 
 
-def expand_path(value: str) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(value)))
+def expand_path(value: str | os.PathLike[str]) -> Path:
+    """``~`` and ``$VARS`` expanded (not made absolute, links not resolved)."""
+    return Path(os.path.expandvars(os.path.expanduser(os.fspath(value))))
 
 
-@dataclass(frozen=True)
-class WatchConfig:
-    folders: tuple[Path, ...] = (Path("~/Meetings/inbox").expanduser(),)
-    recursive: bool = True
-    polling: str = "auto"  # auto | always | never
-    poll_interval_s: float = 10.0
-    settle_s: float = 5.0
-    rescan_interval_s: float = 300.0
-    ignore: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    id: str = "Qwen/Qwen3-ASR-0.6B-hf"
-    backend: str = "transformers"  # the engine implementation (only transformers exists)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    batch_size: int = 16
-    idle_unload_min: float = 30.0
-    cache_dir: Path | None = None
-
-
-@dataclass(frozen=True)
-class TranscriptionConfig:
-    language: str = "auto"
-    context: str = ""
-    glossary: Mapping[str, str] = field(default_factory=dict)
-    max_chunk_s: float = 30.0
-    timestamps: bool = False
-    paragraph_pause_s: float = 3.0
-    max_duration_s: float = 6 * 3600.0  # longer recordings fail with a clear error (decompression bombs)
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    formats: tuple[str, ...] = ("txt",)
-    dir: Path | None = None
-    overwrite: bool = False
-    failure_marker: bool = True
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    intermediates: str = "memory"  # memory | tmpfs
-    temp_dir: Path | None = None
-    secure_delete_passes: int = 1
-    source_after: str = "keep"  # keep | archive | delete
-    archive_dir: Path | None = None
-    block_network: bool = True
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    state_dir: Path | None = None
-    log_level: str = "INFO"
-    attempts: int = 3
-    stop_timeout_s: float = 600.0
-
-    @property
-    def resolved_state_dir(self) -> Path:
-        return self.state_dir or xdg_dir("XDG_STATE_HOME", ".local/state") / "scribed"
-
-    @property
-    def journal_path(self) -> Path:
-        return self.resolved_state_dir / "journal.sqlite3"
-
-
-@dataclass(frozen=True)
-class Config:
-    watch: WatchConfig = field(default_factory=WatchConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    service: ServiceConfig = field(default_factory=ServiceConfig)
-    source: str | None = None  # the file it was loaded from, for messages
-
-
-# --- validation -------------------------------------------------------------------------------
+# --- checkers ---------------------------------------------------------------------------------
 # A checker takes the raw YAML value and returns the converted value, or raises _Bad with what
 # was expected. Keeping checkers tiny and composable lets us report every error in one pass.
 
@@ -130,34 +61,27 @@ Checker = Callable[[Any], Any]
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
-def _number(minimum: float | None = None, maximum: float | None = None) -> Checker:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Bad("expected a number")
+def _number(minimum: float | None = None, maximum: float | None = None, *, kind: type = float) -> Checker:
+    noun = "an integer" if kind is int else "a number"
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
+            raise _Bad(f"expected {noun}")
         if minimum is not None and value < minimum:
-            raise _Bad(f"expected a number >= {minimum}")
+            raise _Bad(f"expected {noun} >= {minimum}")
         if maximum is not None and value > maximum:
-            raise _Bad(f"expected a number <= {maximum}")
-        return float(value)
+            raise _Bad(f"expected {noun} <= {maximum}")
+        return kind(value)
 
     return check
 
 
 def _integer(minimum: int | None = None, maximum: int | None = None) -> Checker:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Bad("expected an integer")
-        if minimum is not None and value < minimum:
-            raise _Bad(f"expected an integer >= {minimum}")
-        if maximum is not None and value > maximum:
-            raise _Bad(f"expected an integer <= {maximum}")
-        return value
-
-    return check
+    return _number(minimum, maximum, kind=int)
 
 
 def _boolean(value: Any) -> bool:
@@ -178,11 +102,11 @@ def _nonempty_string(value: Any) -> str:
     return value.strip()
 
 
-def _choice(*options: str) -> Checker:
+def _choice(*options: str, norm: Callable[[str], str] = str.lower) -> Checker:
     def check(value: Any) -> str:
-        if not isinstance(value, str) or value.strip().lower() not in options:
+        if not isinstance(value, str) or norm(value.strip()) not in options:
             raise _Bad("expected one of " + ", ".join(options))
-        return value.strip().lower()
+        return norm(value.strip())
 
     return check
 
@@ -240,85 +164,118 @@ def _glossary(value: Any) -> dict[str, str]:
 
 
 def _device(value: Any) -> str:
-    text = _string(value).strip().lower()
-    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
+    name = _string(value).strip().lower()
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
     raise _Bad("expected auto, cpu, cuda or cuda:N")
 
 
-def _log_level(value: Any) -> str:
-    levels = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
-    if not isinstance(value, str) or value.strip().upper() not in levels:
-        raise _Bad("expected one of " + ", ".join(levels))
-    return value.strip().upper()
+def _language(value: Any) -> str:
+    name = _nonempty_string(value)
+    try:
+        text.language_name(name)
+    except ValueError as exc:
+        raise _Bad(f"expected a language the model knows: {exc}") from None
+    return name
 
 
+def _text(value: Any) -> str:
+    return "" if value is None else _string(value)
+
+
+# --- the schema: one dataclass per section; each key's checker annotates it, next to its default ---
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    folders: Annotated[tuple[Path, ...], _list_of(_path, nonempty=True)] = (expand_path("~/Meetings/inbox"),)
+    recursive: Annotated[bool, _boolean] = True
+    polling: Annotated[str, _choice("auto", "always", "never")] = "auto"
+    poll_interval_s: Annotated[float, _number(0.1, 86400)] = 10.0
+    settle_s: Annotated[float, _number(0, 3600)] = 5.0
+    rescan_interval_s: Annotated[float, _number(0, 86400)] = 300.0
+    ignore: Annotated[tuple[str, ...], _list_of(_nonempty_string)] = ()
+    max_depth: Annotated[int, _integer(1, 256)] = 32  # subfolder levels looked into (bounded: watchdog recurses)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: Annotated[str, _nonempty_string] = "Qwen/Qwen3-ASR-0.6B-hf"
+    backend: Annotated[str, _choice("transformers")] = "transformers"  # the engine implementation
+    device: Annotated[str, _device] = "auto"
+    dtype: Annotated[str, _choice("auto", "float32", "bfloat16", "float16")] = "auto"
+    batch_size: Annotated[int, _integer(1, 1024)] = 16
+    idle_unload_min: Annotated[float, _number(0)] = 30.0
+    cache_dir: Annotated[Path | None, _optional(_path)] = None
+
+
+@dataclass(frozen=True)
+class TranscriptionConfig:
+    language: Annotated[str, _language] = "auto"
+    context: Annotated[str, _text] = ""
+    glossary: Annotated[Mapping[str, str], _glossary] = field(default_factory=dict)
+    max_chunk_s: Annotated[float, _number(2, 1200)] = 30.0
+    timestamps: Annotated[bool, _boolean] = False
+    paragraph_pause_s: Annotated[float, _number(0.1)] = 3.0
+    max_duration_s: Annotated[float, _number(1, 7 * 86400)] = 6 * 3600.0  # decompression bombs fail clearly
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    formats: Annotated[tuple[str, ...], _formats] = ("txt",)
+    dir: Annotated[Path | None, _optional(_path)] = None
+    overwrite: Annotated[bool, _boolean] = False
+    failure_marker: Annotated[bool, _boolean] = True
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    intermediates: Annotated[str, _choice("memory", "tmpfs")] = "memory"
+    temp_dir: Annotated[Path | None, _optional(_path)] = None
+    secure_delete_passes: Annotated[int, _integer(0, 35)] = 1
+    source_after: Annotated[str, _choice(*STRATEGIES)] = "keep"
+    archive_dir: Annotated[Path | None, _optional(_path)] = None
+    block_network: Annotated[bool, _boolean] = True
+    hardlinked: Annotated[str, _choice(*HARDLINKED)] = "unlink"  # a multiply-linked recording is never overwritten
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    state_dir: Annotated[Path | None, _optional(_path)] = None
+    log_level: Annotated[str, _choice(*logs.LEVELS, norm=str.upper)] = "INFO"
+    attempts: Annotated[int, _integer(1, 100)] = 3
+    stop_timeout_s: Annotated[float, _number(0)] = 600.0
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return self.state_dir or xdg_dir("XDG_STATE_HOME", ".local/state") / "scribed"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.resolved_state_dir / "journal.sqlite3"
+
+
+@dataclass(frozen=True)
+class Config:
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    source: str | None = None  # the file it was loaded from, for messages
+
+
+def _checkers(cls: type) -> dict[str, Checker]:
+    hints = get_type_hints(cls, include_extras=True)
+    return {f.name: hints[f.name].__metadata__[0] for f in dataclasses.fields(cls)}
+
+
+# section name -> (its dataclass, key -> checker), read from the annotations above.
 SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
-    "watch": (
-        WatchConfig,
-        {
-            "folders": _list_of(_path, nonempty=True),
-            "recursive": _boolean,
-            "polling": _choice("auto", "always", "never"),
-            "poll_interval_s": _number(0.1, 86400),
-            "settle_s": _number(0, 3600),
-            "rescan_interval_s": _number(0, 86400),
-            "ignore": _list_of(_nonempty_string),
-        },
-    ),
-    "model": (
-        ModelConfig,
-        {
-            "id": _nonempty_string,
-            "backend": _choice("transformers"),
-            "device": _device,
-            "dtype": _choice("auto", "float32", "bfloat16", "float16"),
-            "batch_size": _integer(1, 1024),
-            "idle_unload_min": _number(0),
-            "cache_dir": _optional(_path),
-        },
-    ),
-    "transcription": (
-        TranscriptionConfig,
-        {
-            "language": _nonempty_string,
-            "context": lambda v: "" if v is None else _string(v),
-            "glossary": _glossary,
-            "max_chunk_s": _number(2, 1200),
-            "timestamps": _boolean,
-            "paragraph_pause_s": _number(0.1),
-            "max_duration_s": _number(1, 7 * 86400),
-        },
-    ),
-    "output": (
-        OutputConfig,
-        {
-            "formats": _formats,
-            "dir": _optional(_path),
-            "overwrite": _boolean,
-            "failure_marker": _boolean,
-        },
-    ),
-    "policy": (
-        PolicyConfig,
-        {
-            "intermediates": _choice("memory", "tmpfs"),
-            "temp_dir": _optional(_path),
-            "secure_delete_passes": _integer(0, 35),
-            "source_after": _choice("keep", "archive", "delete"),
-            "archive_dir": _optional(_path),
-            "block_network": _boolean,
-        },
-    ),
-    "service": (
-        ServiceConfig,
-        {
-            "state_dir": _optional(_path),
-            "log_level": _log_level,
-            "attempts": _integer(1, 100),
-            "stop_timeout_s": _number(0),
-        },
-    ),
+    f.name: (f.default_factory, _checkers(f.default_factory))  # type: ignore[arg-type]
+    for f in dataclasses.fields(Config)
+    if f.name != "source"
 }
 
 
@@ -342,25 +299,25 @@ def _cross_checks(cfg: Config) -> list[str]:
     return problems
 
 
-def parse_config(data: Any, source: str | None = None) -> Config:
-    """Validate already-parsed YAML data into a :class:`Config` (raises ConfigError with all problems)."""
+def _check_sections(data: Any) -> dict[str, dict[str, Any]]:
+    """Raw ``{section: {key: value}}`` -> checked values per section; ConfigError lists every problem."""
     problems: list[str] = []
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(["At top level: expected a mapping of sections"], source)
-    sections: dict[str, Any] = {}
+        raise ConfigError(["At top level: expected a mapping of sections"])
+    sections: dict[str, dict[str, Any]] = {}
     for name, raw in data.items():
         if name not in SCHEMA:
             problems.append(f"At '{name}': unknown section{_did_you_mean(str(name), list(SCHEMA))}")
             continue
-        cls, checkers = SCHEMA[name]
+        checkers = SCHEMA[name][1]
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             problems.append(f"At '{name}': expected a mapping, got {_describe(raw)}")
             continue
-        values: dict[str, Any] = {}
+        values = sections.setdefault(name, {})
         for key, value in raw.items():
             if key not in checkers:
                 problems.append(f"At '{name}.{key}': unknown key{_did_you_mean(str(key), list(checkers))}")
@@ -369,15 +326,39 @@ def parse_config(data: Any, source: str | None = None) -> Config:
                 values[key] = checkers[key](value)
             except _Bad as exc:
                 problems.append(f"At '{name}.{key}': {exc}, got {_describe(value)}")
-        if not problems:
-            sections[name] = cls(**values)
     if problems:
-        raise ConfigError(problems, source)
-    cfg = Config(**sections, source=source)
+        raise ConfigError(problems)
+    return sections
+
+
+def _validated(build: Callable[[dict[str, dict[str, Any]]], Config], data: Any, source: str | None) -> Config:
+    try:
+        cfg = build(_check_sections(data))
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source) from None
     problems = _cross_checks(cfg)
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def parse_config(data: Any, source: str | None = None) -> Config:
+    """Validate already-parsed YAML data into a :class:`Config` (raises ConfigError with all problems)."""
+
+    def build(sections: dict[str, dict[str, Any]]) -> Config:
+        return Config(**{name: SCHEMA[name][0](**values) for name, values in sections.items()}, source=source)
+
+    return _validated(build, data, source)
+
+
+def overlay(cfg: Config, data: Mapping[str, Mapping[str, Any]], source: str = "command-line options") -> Config:
+    """``cfg`` with raw values (e.g. from CLI flags) laid over it, checked exactly like a config file.
+
+    ``data`` is ``{section: {key: raw value}}``; ``None`` values mean "not given" and are skipped.
+    Raises ConfigError naming each bad ``section.key`` (the rules between keys are checked again).
+    """
+    given = {name: {k: v for k, v in values.items() if v is not None} for name, values in data.items()}
+    return _validated(lambda sections: replace(cfg, **sections), given, source)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

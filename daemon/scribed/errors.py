@@ -56,3 +56,25 @@ class TranscriptionError(ScribedError):
 
 class NetworkBlockedError(ScribedError, OSError):
     """A socket was refused by scribed's in-process network guard."""
+
+
+class RecordingChanged(ScribedError):
+    """The recording is no longer the file that was queued, or it changed while it was read.
+
+    Not a failure of the recording: the job is re-queued for its new content.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"recording {self.path!r} changed: {reason}")
+
+
+class OutputTaken(ScribedError):
+    """An output name is held by something scribed may not replace (a symlink, a folder, a file
+    it did not write); ``path`` and ``reason`` say which and why. Nothing was changed."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"not writing {self.path!r}: {reason}")

@@ -6,6 +6,7 @@ safe on any Unicode input.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 
@@ -20,22 +21,30 @@ LANGUAGES: dict[str, str] = {
 _NAME_TO_CODE = {name.lower(): code for code, name in LANGUAGES.items()}
 _ALIASES = {"mandarin": "zh", "cantonese": "yue", "zh-cn": "zh", "zh-hans": "zh", "zh-hk": "yue", "zh-tw": "zh",
             "cmn": "zh", "tl": "fil", "english": "en"}
+_AUTO = ("auto", "detect", "none")
+
+
+def accepted_languages() -> tuple[str, ...]:
+    """Every value :func:`language_name` accepts (lower case; matching ignores case)."""
+    return tuple(dict.fromkeys((*_AUTO, *LANGUAGES, *_NAME_TO_CODE, *_ALIASES)))
 
 
 def language_name(value: str | None) -> str | None:
     """Config/CLI language ("auto", a code like "yue" or a name like "cantonese") -> model name or None.
 
-    Raises ValueError naming the accepted values for anything unknown.
+    Raises ValueError naming the closest accepted value (if any) and the accepted values.
     """
     if value is None:
         return None
     key = value.strip().lower()
-    if key in ("", "auto", "detect", "none"):
+    if key in ("", *_AUTO):
         return None
     code = _ALIASES.get(key) or (key if key in LANGUAGES else _NAME_TO_CODE.get(key))
     if code is None:
-        raise ValueError(f"unknown language {value!r}; use auto, a code ({', '.join(sorted(LANGUAGES))}) "
-                         "or a name such as English, Chinese, Cantonese")
+        close = difflib.get_close_matches(key, accepted_languages(), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown language {value!r}{hint}; use auto, a code ({', '.join(sorted(LANGUAGES))}) "
+                         f"or a name ({', '.join(sorted(LANGUAGES.values()))})")
     return LANGUAGES[code]
 
 

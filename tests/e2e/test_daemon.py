@@ -11,11 +11,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import yaml
-from e2e_helpers import SR, Env, sha, wait_for, wav
+from e2e_helpers import Env, Gate, sha, wait_for, wav
 
 
 @pytest.fixture
@@ -26,11 +24,13 @@ def env(tiny_model: Path, tmp_path: Path) -> Iterator[Env]:
 
 
 @pytest.fixture
-def slow_env(tiny_model: Path, tmp_path: Path) -> Iterator[Env]:
-    """A worker that takes one chunk per step in float32: long files stay "working" for seconds,
-    so a test can act while a job is in progress without racing the model's speed."""
-    e = Env(tmp_path, tiny_model, model={"batch_size": 1, "dtype": "float32"})
-    yield e
+def held(tiny_model: Path, tmp_path: Path) -> Iterator[tuple[Env, Gate]]:
+    """An env whose worker holds recordings named ``held*`` until the test releases the gate, so a
+    test can act while a job is provably in progress, whatever the machine's speed."""
+    e = Env(tmp_path, tiny_model)
+    gate = e.hold()
+    yield e, gate
+    gate.release()
     e.stop_all()
 
 
@@ -135,21 +135,14 @@ def test_burst_of_200_files_each_once(env: Env) -> None:
 
 @pytest.mark.parametrize("point", ["queued", "working"])
 @pytest.mark.parametrize("victim", ["daemon", "worker"])
-def test_kill_9_then_restart_transcribes_exactly_once(slow_env: Env, victim: str, point: str) -> None:
-    env = slow_env
-    # A long recording keeps the job in "working" long enough to kill it mid-way.
-    long = env.tmp / "staging" / "long meeting.wav"
-    rng = np.random.default_rng(3)
-    t = np.arange(240 * SR) / SR
-    audio = (0.3 * np.sin(2 * np.pi * 150 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
-             + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-    long.parent.mkdir()
-    sf.write(long, audio, SR)
+def test_kill_9_then_restart_transcribes_exactly_once(held: tuple[Env, Gate], victim: str, point: str) -> None:
+    env, gate = held
+    wav(env.tmp / "staging" / "held meeting.wav", seconds=4.0, seed=3)
     wav(env.tmp / "staging" / "short.wav")
     if point == "queued":
         # Files present at start: they are queued while the worker is still loading the model.
-        os.rename(long, env.inbox / long.name)
-        os.rename(env.tmp / "staging" / "short.wav", env.inbox / "short.wav")
+        for name in ("held meeting.wav", "short.wav"):
+            os.rename(env.tmp / "staging" / name, env.inbox / name)
         daemon = subprocess.Popen(env.cmd("run"), stdout=open(env.tmp / "daemon-first.log", "w"),  # noqa: SIM115
                                   stderr=subprocess.STDOUT, env=env.env)
         env.procs.append(daemon)
@@ -157,25 +150,27 @@ def test_kill_9_then_restart_transcribes_exactly_once(slow_env: Env, victim: str
         wait_for(lambda: env.meta().get("worker_pid") and env.meta().get("pid") == daemon.pid, what="worker pid")
     else:
         daemon = env.start()
-        os.rename(long, env.inbox / long.name)
-        os.rename(env.tmp / "staging" / "short.wav", env.inbox / "short.wav")
-        wait_for(lambda: "working" in env.states().values(), what="a job in progress")
+        for name in ("held meeting.wav", "short.wav"):
+            os.rename(env.tmp / "staging" / name, env.inbox / name)
+        wait_for(gate.entered, what="a job in progress")
+        assert env.states()["held meeting.wav"] == "working"
     if victim == "daemon":
         worker_pid = env.meta().get("worker_pid")
         daemon.kill()
         daemon.wait(30)
         wait_for(lambda: not _alive(worker_pid), timeout=30, what="orphan worker gone")
+        gate.release()
         daemon = env.start()
     else:
         os.kill(env.meta()["worker_pid"], signal.SIGKILL)
-    wait_for(lambda: env.states() == {"long meeting.wav": "done", "short.wav": "done"}, timeout=300,
+        gate.release()
+    wait_for(lambda: env.states() == {"held meeting.wav": "done", "short.wav": "done"}, timeout=300,
              what="both done after the kill")
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
-    assert sorted(p.name for p in env.inbox.iterdir()) == ["long meeting.txt", "long meeting.wav",
+    assert sorted(p.name for p in env.inbox.iterdir()) == ["held meeting.txt", "held meeting.wav",
                                                            "short.txt", "short.wav"]
-    txt = (env.inbox / "long meeting.txt").read_text()
-    assert txt.startswith("hello world") and txt.endswith("hello world\n")
+    assert (env.inbox / "held meeting.txt").read_text() == "hello world\n"
     with env.db() as db:
         rows = db.execute("SELECT state, attempts FROM jobs").fetchall()
     assert all(state == "done" and 1 <= attempts <= 2 for state, attempts in rows)
@@ -234,37 +229,71 @@ def test_sighup_reloads_config_and_keeps_running_on_a_bad_one(env: Env) -> None:
     assert daemon.wait(60) == 0
 
 
-def _start_with_a_long_job(env: Env, seconds: float) -> subprocess.Popen:
-    """A running daemon whose worker is busy with long.wav."""
+def _start_with_a_held_job(env: Env, gate: Gate) -> subprocess.Popen:
+    """A running daemon whose worker is provably busy with held.wav (until the gate opens)."""
     daemon = env.start()
-    env.drop("long.wav", seconds=seconds)
-    wait_for(lambda: env.states().get("long.wav") == "working", what="long file in progress")
+    env.drop("held.wav")
+    wait_for(gate.entered, what="held.wav in progress")
+    assert env.states().get("held.wav") == "working"
     return daemon
 
 
-def test_file_deleted_while_queued_is_dropped(slow_env: Env) -> None:
-    env = slow_env
-    daemon = _start_with_a_long_job(env, seconds=1200)
+def test_file_deleted_while_queued_is_dropped(held: tuple[Env, Gate]) -> None:
+    env, gate = held
+    daemon = _start_with_a_held_job(env, gate)
     env.drop("short.wav")
     wait_for(lambda: env.states().get("short.wav") == "queued", what="short file queued")
-    assert env.states()["long.wav"] == "working"  # so short.wav cannot have been dispatched yet
     (env.inbox / "short.wav").unlink()
-    wait_for(lambda: env.states() == {"long.wav": "done", "short.wav": "gone"}, timeout=300,
-             what="long done, short dropped")
+    gate.release()
+    wait_for(lambda: env.states() == {"held.wav": "done", "short.wav": "gone"}, timeout=300,
+             what="held done, short dropped")
     assert not (env.inbox / "short.txt").exists()
     assert "disappeared before it was transcribed" in env.log()
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
 
 
-def test_sigterm_lets_the_current_file_finish(slow_env: Env) -> None:
-    env = slow_env
-    daemon = _start_with_a_long_job(env, seconds=900)
+def test_sigterm_lets_the_current_file_finish(held: tuple[Env, Gate]) -> None:
+    env, gate = held
+    daemon = _start_with_a_held_job(env, gate)
     daemon.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stop requested: finishing the current job" in env.log(), what="the stop noticed")
+    assert daemon.poll() is None
+    gate.release()
     assert daemon.wait(120) == 0
-    assert env.states() == {"long.wav": "done"}
-    assert (env.inbox / "long.txt").read_text().startswith("hello world")
-    assert "stop requested: finishing the current job" in env.log()
+    assert env.states() == {"held.wav": "done"}
+    assert (env.inbox / "held.txt").read_text() == "hello world\n"
+
+
+def test_odd_names_and_a_moved_recording_keep_their_transcripts(env: Env) -> None:
+    daemon = env.start()
+    odd = os.fsdecode(b"r\xe9union \xff")  # not UTF-8: the file system allows it, so must scribed
+    os.rename(wav(env.tmp / "staging" / "odd.wav"), env.inbox / f"{odd}.wav")
+    wait_for(lambda: (env.inbox / f"{odd}.txt").exists(), what="odd name transcribed")
+    assert (env.inbox / f"{odd}.txt").read_text() == "hello world\n"
+    (env.inbox / "2024").mkdir()
+    os.rename(env.inbox / f"{odd}.wav", env.inbox / "2024" / "renamed.wav")
+    wait_for(lambda: (env.inbox / "2024" / "renamed.txt").exists(), what="transcript followed the recording")
+    assert not (env.inbox / f"{odd}.txt").exists()
+    with env.db() as db:
+        rows = db.execute("SELECT path, state, attempts FROM jobs").fetchall()
+    assert [(Path(p).name, s, a) for p, s, a in rows] == [("renamed.wav", "done", 1)]  # not transcribed again
+    assert env.log().count("transcribing ") == 1
+    status = env.run("status")
+    assert status.returncode == 0 and "1 done" in status.stdout
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
+    assert "Traceback" not in env.log()
+
+
+def test_a_second_daemon_on_the_same_state_refuses_with_4(env: Env) -> None:
+    daemon = env.start()
+    second = env.run("run", timeout=120)
+    assert second.returncode == 4, second.stderr
+    assert f"another scribed daemon (pid {daemon.pid}) is already running" in second.stderr
+    assert daemon.poll() is None and env.meta()["pid"] == daemon.pid  # the first one goes on, untouched
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
 
 
 def test_idle_worker_frees_the_model_and_reloads_on_the_next_file(tiny_model: Path, tmp_path: Path) -> None:

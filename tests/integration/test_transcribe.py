@@ -222,3 +222,36 @@ def test_main_process_modules_do_not_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "daemon")))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_silence_gets_a_transcript_that_says_so(tiny_model: Path, tmp_path: Path) -> None:
+    """A 0.1 s file and 5 minutes of silence: every format says no speech was found (not empty)."""
+    blip = tmp_path / "blip.wav"
+    sf.write(blip, np.zeros(SR // 10, dtype=np.float32), SR)
+    quiet = tmp_path / "quiet.flac"
+    sf.write(quiet, (np.random.default_rng(0).standard_normal(300 * SR) * 1e-5).astype(np.float32), SR)
+    config = _config(tmp_path, tiny_model)
+    assert main(["transcribe", "--config", str(config), "--format", "txt,json,srt,vtt", str(blip), str(quiet)]) == 0
+    for src in (blip, quiet):
+        assert src.with_suffix(".txt").read_text() == "[scribed: no speech detected]\n"
+        data = json.loads(src.with_suffix(".json").read_text())
+        assert data["segments"] == [] and data["no_speech"] is True
+        srt = src.with_suffix(".srt").read_text()
+        assert srt.startswith("1\n00:00:00,000 --> ") and srt.count(" --> ") == 1 and "no speech detected" in srt
+        vtt = src.with_suffix(".vtt").read_text()
+        assert vtt.startswith("WEBVTT\n\nNOTE ") and "no speech detected" in vtt
+
+
+def test_a_decompression_bomb_fails_alone_with_the_limit_named(tiny_model: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = tmp_path / "bomb.flac"
+    with sf.SoundFile(bomb, "w", samplerate=8000, channels=1, subtype="PCM_16", format="FLAC") as out:
+        for _ in range(12):
+            out.write(np.zeros(8000 * 600, np.int16))  # 2 hours of digital silence, a few hundred KB
+    good = tmp_path / "good.wav"
+    sf.write(good, np.zeros(SR, np.float32), SR)  # any file under the limit gets its transcript
+    config = _config(tmp_path, tiny_model, transcription={"max_duration_s": 3600})
+    assert main(["transcribe", "--config", str(config), str(bomb), str(good)]) == 1
+    err = capsys.readouterr().err
+    assert "recording is 2.0 h long; the limit is transcription.max_duration_s = 1 h" in err
+    assert not bomb.with_suffix(".txt").exists() and good.with_suffix(".txt").exists()

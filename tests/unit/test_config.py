@@ -8,9 +8,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scribed import logs, text
 from scribed.cli import main
-from scribed.config import SCHEMA, Config, default_config_path, load_config, parse_config
+from scribed.config import (
+    SCHEMA,
+    Config,
+    default_config_path,
+    expand_path,
+    load_config,
+    overlay,
+    parse_config,
+)
 from scribed.errors import ConfigError
+from scribed.system.retention import HARDLINKED, STRATEGIES
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "scribed.yaml"
 
@@ -54,7 +64,7 @@ def test_unknown_section_and_wrong_types() -> None:
                       "output": {"formats": ["txt", "docx"]}, "transcription": {"glossary": ["a"]}})
     text = "\n".join(err.value.problems)
     assert "At 'outptu': unknown section (did you mean 'output'?)" in text
-    assert "At 'policy.source_after': expected one of keep, archive, delete" in text
+    assert f"At 'policy.source_after': expected one of {', '.join(STRATEGIES)}, got 'shred'" in text
     assert "At 'policy.secure_delete_passes': expected an integer" in text
     assert "At 'output.formats': item 1: expected one of txt, srt, vtt, json" in text
     assert "At 'transcription.glossary'" in text
@@ -91,3 +101,94 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     bad.write_text("watch:\n  folders: [a\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+
+
+def _example_comment(key: str) -> str:
+    (line,) = [ln for ln in EXAMPLE.read_text().splitlines() if ln.strip().startswith(f"{key}:")]
+    return line.split("#", 1)[1]
+
+
+def test_example_comments_list_every_choice() -> None:
+    # The choices come from one definition each; the documented file must not fall behind them.
+    assert all(level in _example_comment("log_level") for level in logs.LEVELS)
+    assert all(strategy in _example_comment("source_after") for strategy in STRATEGIES)
+    assert all(choice in _example_comment("hardlinked") for choice in HARDLINKED)
+
+
+def test_language_is_checked_against_the_model() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"transcription": {"language": "klingon"}})
+    (problem,) = err.value.problems
+    assert problem.startswith("At 'transcription.language': expected a language the model knows")
+    assert problem.endswith("got 'klingon'")
+    assert all(code in problem for code in text.LANGUAGES) and "Cantonese" in problem  # the accepted values
+    with pytest.raises(ConfigError, match="did you mean 'english'"):
+        parse_config({"transcription": {"language": "Englsh"}})
+    for ok in ("auto", "yue", "Cantonese", "zh-TW", " en "):
+        assert parse_config({"transcription": {"language": ok}}).transcription.language == ok.strip()
+
+
+@pytest.mark.parametrize("level", logs.LEVELS)
+def test_every_log_level_is_kept(level: str) -> None:
+    assert parse_config({"service": {"log_level": level.lower()}}).service.log_level == level
+
+
+def test_log_level_choices_are_the_logging_levels() -> None:
+    with pytest.raises(ConfigError, match="expected one of " + ", ".join(logs.LEVELS)):
+        parse_config({"service": {"log_level": "LOUD"}})
+
+
+def test_source_after_choices_come_from_retention() -> None:
+    for strategy in STRATEGIES:
+        data: dict = {"policy": {"source_after": strategy, "archive_dir": "/nonexistent/archive"}}
+        assert parse_config(data).policy.source_after == strategy
+
+
+def test_hardlinked_policy() -> None:
+    assert Config().policy.hardlinked == "unlink"
+    assert parse_config({"policy": {"hardlinked": "Refuse"}}).policy.hardlinked == "refuse"
+    with pytest.raises(ConfigError, match=r"At .policy.hardlinked.: expected one of unlink, refuse, got .copy."):
+        parse_config({"policy": {"hardlinked": "copy"}})
+
+
+def test_max_depth() -> None:
+    assert Config().watch.max_depth == 32
+    assert parse_config({"watch": {"max_depth": 3}}).watch.max_depth == 3
+    with pytest.raises(ConfigError, match=r"At .watch.max_depth.: expected an integer >= 1, got 0"):
+        parse_config({"watch": {"max_depth": 0}})
+
+
+def test_overlay_uses_the_same_rules() -> None:
+    base = parse_config({"model": {"batch_size": 4}}, "file.yaml")
+    with pytest.raises(ConfigError) as err:
+        overlay(base, {"model": {"batch_size": 0, "device": "gpu"}, "transcription": {"language": "klingon"}})
+    assert err.value.source == "command-line options"
+    problems = "\n".join(err.value.problems)
+    assert "At 'model.batch_size': expected an integer >= 1, got 0" in problems
+    assert "At 'model.device': expected auto, cpu, cuda or cuda:N, got 'gpu'" in problems
+    assert "At 'transcription.language'" in problems and len(err.value.problems) == 3
+    with pytest.raises(ConfigError, match="unknown key \\(did you mean 'batch_size'\\?\\)"):
+        overlay(base, {"model": {"batchsize": 2}})
+
+
+def test_overlay_skips_missing_flags_and_converts_values(tmp_path: Path) -> None:
+    base = parse_config({"model": {"batch_size": 4, "device": "cpu"}}, "file.yaml")
+    cfg = overlay(base, {"model": {"batch_size": None, "device": "CUDA:1"},
+                         "output": {"formats": "srt,txt,srt", "dir": str(tmp_path / "out")}})
+    assert (cfg.model.batch_size, cfg.model.device) == (4, "cuda:1")
+    assert cfg.output.formats == ("srt", "txt") and cfg.output.dir == tmp_path / "out"
+    assert cfg.source == "file.yaml" and base.model.device == "cpu"
+    assert overlay(base, {}) == base
+
+
+def test_overlay_rechecks_rules_between_keys(tmp_path: Path) -> None:
+    base = parse_config({"watch": {"folders": [str(tmp_path)]}})
+    with pytest.raises(ConfigError, match="outside the watched folder"):
+        overlay(base, {"policy": {"source_after": "archive", "archive_dir": str(tmp_path / "done")}})
+
+
+def test_expand_path_is_the_one_expansion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SCRIBED_T", str(tmp_path))
+    assert expand_path("$SCRIBED_T/a") == tmp_path / "a"
+    assert expand_path(Path("~/b")) == Path.home() / "b"
+    assert expand_path("rel/c") == Path("rel/c")  # not made absolute

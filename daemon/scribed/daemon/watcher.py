@@ -8,63 +8,70 @@ Contract:
 - :class:`FolderWatcher` runs one watchdog observer per configured folder (inotify, or polling for
   network file systems / on request / when inotify fails) plus full rescans, and calls
   ``on_ready(Ready(...))`` once per settled file. Observer threads only *record* paths; every
-  decision (stat, settle, report) happens in :meth:`FolderWatcher.poll` on the caller's thread, so
-  ``on_ready`` is only ever called from ``poll()``, never concurrently (``start()`` only queues
-  what its first scan finds).
-- Settle rule (times from the injected clock): a pending file is ready once it has a non-zero size
-  and its ``(size, mtime_ns)`` has not changed for ``settle_s``. A close-after-write event
-  (inotify ``IN_CLOSE_WRITE``, local disks only) seen since the last change shortens the wait to
-  ``min(settle_s, 1.0)``: the writer said it is done, the second is slack for a writer that
-  reopens at once. Zero-byte files stay pending (recorders often create the file first).
-- A reported file is not reported again unless its ``(size, mtime_ns)`` changes (the daemon's
-  journal gives exactly-once; this only avoids spamming it). If ``on_ready`` raises, the file is
-  offered again at the next rescan.
+  decision happens in :meth:`FolderWatcher.poll` on the caller's thread, so ``on_ready`` is only
+  ever called from ``poll()``, never concurrently. Hashing and probing run on the
+  :class:`~scribed.daemon.settle.Examiner`'s threads: ``poll()`` never waits for them, and its
+  other work per call is bounded (the settle queue's budget) apart from rescans and the walk
+  of a newly created folder.
+- A watched folder is untrusted: no symbolic link below a root is ever followed (walks and checks
+  use lstat; a link is ignored with one INFO line), walks are iterative and look at most
+  ``max_depth`` folder levels deep, and a file is examined through a path opened from the root
+  without links. Names that are not valid UTF-8 work (surrogate-escaped ``str`` paths, shown
+  with ``\\xNN`` in logs). Notices about many files at once (empty files, links, folders too
+  deep) are aggregated into one line per kind and poll.
+- Settle rule: see :mod:`scribed.daemon.settle`. A reported file is not reported again unless its
+  identity (device, inode, size, mtime) changes (the daemon's journal gives exactly-once; this
+  only avoids spamming it). If ``on_ready`` raises, the file is offered again at the next rescan.
 - A missing folder is warned about once, re-checked at each rescan (every 60 s when rescans are
   off) and never created. A folder whose (st_dev, st_ino) changed (a share mounted over it, the
   folder replaced) gets a fresh observer. ``polling: never`` means never chosen up front: when
-  inotify fails the folder is still polled rather than left blind.
+  inotify fails (or its thread dies, as watchdog's does on a very deep tree) the folder is
+  polled, with one WARNING, rather than left blind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import os
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
-from watchdog import events as ev
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
-from scribed.config import WatchConfig
+from scribed.config import WatchConfig, expand_path
+from scribed.daemon.journal import shown
+from scribed.daemon.observers import Observers
+from scribed.daemon.settle import CHANGED, CLOSE_SETTLE_S, FAILED, GONE, Examiner, Ready, SettleQueue, Unsettled
+from scribed.identity import FileIdentity
 from scribed.media.audio import AUDIO_EXTENSIONS
 from scribed.output import FAILED_SUFFIX, is_scribed_temp
-from scribed.system.fstype import is_network_filesystem
+from scribed.system import files
 
-__all__ = ["FolderWatcher", "Ready", "is_candidate"]
+__all__ = ["CLOSE_SETTLE_S", "FolderWatcher", "Ready", "is_candidate"]
 
-CLOSE_SETTLE_S = 1.0
 _MISSING_RETRY_S = 60.0  # with rescan_interval_s == 0, missing folders are still re-checked this often
-_JOIN_TIMEOUT_S = 5.0
-# Everything else (opened, closed-no-write, deleted, attrib-only dir events) never changes a decision.
-_EVENTS: list[type[ev.FileSystemEvent]] = [
-    ev.FileCreatedEvent, ev.FileModifiedEvent, ev.FileMovedEvent, ev.FileClosedEvent, ev.DirCreatedEvent,
-    ev.DirMovedEvent,
-]  # fmt: skip
 # Suffixes of files still being written by someone (checked even though none is an audio extension,
 # so a future AUDIO_EXTENSIONS change cannot let them through).
 _TEMP_SUFFIXES = (".part", ".crdownload", ".download", ".partial", ".tmp", ".temp", FAILED_SUFFIX)
 # "~$x" Office owner files, "~syncthing~x.tmp" Syncthing on Windows shares.
 _TEMP_PREFIXES = ("~$", "~syncthing~")
-
-Sig = tuple[int, int]  # (size, mtime_ns)
+# kind -> (level, line for one file, line for many: count and examples). Up to 3 get a line each.
+_NOTES = {
+    "waiting": ("INFO", "waiting for {} to settle", "{} files waiting to settle (e.g. {})"),
+    "empty": ("INFO", "ignoring empty file {} until it has content",
+              "ignoring {} empty files until they have content (e.g. {})"),
+    "link": ("INFO", "ignoring symbolic link {} (links in a watched folder are never followed)",
+             "ignoring {} symbolic links (links in a watched folder are never followed; e.g. {})"),
+    "deep": ("WARNING", "not looking inside {}: deeper than watch.max_depth",
+             "not looking inside {} folders deeper than watch.max_depth (e.g. {})"),
+    "refused": ("INFO", "not taking {}", "not taking {} files (e.g. {})"),
+    "failed": ("WARNING", "cannot examine {}; will try again at the next rescan",
+               "cannot examine {} files; will try again at the next rescan (e.g. {})"),
+    "unusable": ("WARNING", "cannot process {}", "cannot process {} files (e.g. {})"),
+}  # fmt: skip
 
 
 def _is_temp_name(name: str) -> bool:
@@ -91,34 +98,112 @@ def is_candidate(path: Path, ignore: Sequence[str] = ()) -> bool:
     return not any(fnmatch.fnmatch(name, pattern) for pattern in ignore)
 
 
-@dataclass(frozen=True)
-class Ready:
-    """A settled recording: ``path`` (absolute, under ``root``) with the size/mtime that settled."""
-
-    path: Path
-    root: Path
-    size: int
-    mtime_ns: int
-
-
-@dataclass
-class _Pending:
-    root: Path
-    sig: Sig
-    since: float  # clock time of the last observed change
-    closed: bool  # a close-after-write was seen since that change
+def _identity(path: Path) -> FileIdentity | os.stat_result | None:
+    """The lstat identity of a regular file; the stat result of anything else; None if gone.
+    Other errors (a path longer than PATH_MAX, no permission) raise OSError."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return FileIdentity.of(st) if stat.S_ISREG(st.st_mode) else st
 
 
-class _Recorder(ev.FileSystemEventHandler):
-    """Runs on observer threads: hands (path, is_dir, closed) to the watcher and nothing else."""
+def _regular(path: Path) -> FileIdentity | None:
+    try:
+        found = _identity(path)
+    except OSError:
+        return None
+    return found if isinstance(found, FileIdentity) else None
 
-    def __init__(self, sink: Callable[[str, bool, bool], None]) -> None:
-        self._sink = sink
 
-    def on_any_event(self, event: ev.FileSystemEvent) -> None:
-        path = event.dest_path if isinstance(event, ev.FileSystemMovedEvent) else event.src_path
-        if path:
-            self._sink(os.fsdecode(path), event.is_directory, isinstance(event, ev.FileClosedEvent))
+class _Notes:
+    """Log lines about files, one per kind per flush (see :data:`_NOTES`)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, list[str]] = {}
+
+    def add(self, kind: str, path: Path, detail: str = "") -> None:
+        self._names.setdefault(kind, []).append(shown(path) + (f": {detail}" if detail else ""))
+
+    def flush(self) -> None:
+        for kind, names in self._names.items():
+            level, one, many = _NOTES[kind]
+            if len(names) <= 3:
+                for name in names:
+                    logger.log(level, one, name)
+            else:
+                logger.log(level, many, len(names), ", ".join(names[:3]))
+        self._names.clear()
+
+
+class _Scope:
+    """What lies inside the watched folders: roots, exclusions, depth, names; and the walk.
+
+    ``note(kind, path)`` receives the links and too-deep folders a walk meets (logged once each).
+    """
+
+    def __init__(self, cfg: WatchConfig, exclude: Sequence[Path], note: Callable[[str, Path], None]) -> None:
+        self.cfg = cfg
+        self.roots: tuple[Path, ...] = tuple(dict.fromkeys(expand_path(f).resolve() for f in cfg.folders))
+        self.exclude = tuple(expand_path(p).resolve() for p in exclude)
+        self._note = note
+
+    def walk(self, folder: Path, root: Path, seen: set[Path] | None = None) -> Iterator[Path]:
+        """Candidate files under ``folder`` (recursively if configured, at most ``max_depth`` levels
+        below ``root``), pruning hidden, temporary and excluded folders. Iterative; every folder is
+        opened from ``root`` without following links, and links inside are noted, never followed.
+        ``seen`` (if given) also receives the links and deep folders met."""
+        seen = set() if seen is None else seen
+        stack = [folder]
+        while stack:
+            current = stack.pop()
+            depth = len(current.relative_to(root).parts)
+            try:
+                fd = files.open_dir(current, root=root)
+            except (OSError, ValueError) as exc:
+                logger.debug("cannot list {}: {}", shown(current), exc)
+                continue
+            try:
+                with os.scandir(fd) as entries:
+                    items = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False),
+                              e.is_file(follow_symlinks=False)) for e in entries]  # fmt: skip
+            except OSError as exc:
+                logger.debug("cannot list {}: {}", shown(current), exc)
+                continue
+            finally:
+                os.close(fd)
+            for name, is_link, is_dir, is_file in items:
+                path = current / name
+                if is_link:
+                    if is_candidate(path, self.cfg.ignore) or (self.cfg.recursive and not _is_temp_name(name)):
+                        self._note("link", path)
+                        seen.add(path)
+                elif is_dir:
+                    if not self.cfg.recursive or _is_temp_name(name) or self.excluded(path):
+                        continue
+                    if depth + 1 > self.cfg.max_depth:
+                        self._note("deep", path)
+                        seen.add(path)
+                    else:
+                        stack.append(path)
+                elif is_file and is_candidate(path, self.cfg.ignore):
+                    yield path
+
+    def root_of(self, path: Path) -> Path | None:
+        roots = [r for r in self.roots if path.is_relative_to(r)]
+        return max(roots, key=lambda r: len(r.parts)) if roots else None
+
+    def excluded(self, path: Path) -> bool:
+        return any(path.is_relative_to(e) for e in self.exclude)
+
+    def wanted_dir(self, folder: Path, root: Path) -> bool:
+        parts = folder.relative_to(root).parts
+        if (parts and not self.cfg.recursive) or len(parts) > self.cfg.max_depth:
+            return False
+        return not self.excluded(folder) and not any(_is_temp_name(p) for p in parts)
+
+    def wanted_file(self, path: Path, root: Path) -> bool:
+        return is_candidate(path, self.cfg.ignore) and self.wanted_dir(path.parent, root)
 
 
 class FolderWatcher:
@@ -126,6 +211,7 @@ class FolderWatcher:
 
     ``clock`` times settling and rescans (inject a fake one in tests). ``exclude`` lists folders
     never looked inside (archive dir, state dir), even when they lie under a watched folder.
+    ``examiner`` hashes and probes settled files (inject one with a fake digest in tests).
     Call :meth:`start`, then :meth:`poll` about every second from one thread, then :meth:`stop`.
     """
 
@@ -136,25 +222,24 @@ class FolderWatcher:
         *,
         clock: Callable[[], float] = time.monotonic,
         exclude: Sequence[Path] = (),
+        examiner: Examiner | None = None,
     ) -> None:
         self.cfg = cfg
         self._on_ready = on_ready
         self._clock = clock
-        roots = (Path(os.path.expandvars(os.path.expanduser(str(f)))).resolve() for f in cfg.folders)
-        self._roots: tuple[Path, ...] = tuple(dict.fromkeys(roots))
-        self._exclude = tuple(Path(os.path.expanduser(str(p))).resolve() for p in exclude)
-        self._observers: dict[Path, BaseObserver] = {}
-        self._modes: dict[Path, str] = dict.fromkeys(self._roots, "missing")
+        self._scope = _Scope(cfg, exclude, self._note_once)
+        self._examiner = examiner if examiner is not None else Examiner()  # (an idle one has len 0)
+        self._queue = SettleQueue(cfg.settle_s)
+        self._notes = _Notes()
+        self._observers = Observers(cfg, self._scope.roots, self._record)
         self._lock = threading.Lock()
         self._touched: dict[Path, bool] = {}  # path -> closed-after-write seen; filled by observer threads
         self._new_dirs: set[Path] = set()
-        self._pending: dict[Path, _Pending] = {}
-        self._reported: dict[Path, Sig] = {}
+        self._reported: dict[Path, FileIdentity] = {}
+        self._noted: set[Path] = set()  # links, deep folders, refused files already logged
         self._next_rescan = float("inf")
         self._next_missing = float("inf")
         self._started = False
-        self._warned_missing: set[Path] = set()
-        self._identity: dict[Path, tuple[int, int]] = {}  # (st_dev, st_ino) of each watched folder
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -165,44 +250,54 @@ class FolderWatcher:
             return
         self._started = True
         self._rescan(self._clock())
+        self._notes.flush()
 
     def stop(self) -> None:
-        """Stop and join every observer (each join bounded by a few seconds)."""
-        observers, self._observers = list(self._observers.values()), {}
-        for observer in observers:
-            observer.stop()
-        for observer in observers:
-            self._join(observer)
+        """Stop and join every observer and the examiner's threads (each join bounded)."""
+        self._observers.stop()
+        self._examiner.stop()
         self._started = False
 
     def pending(self) -> int:
-        """How many files are waiting to settle."""
-        return len(self._pending)
+        """How many files are waiting to settle or being examined."""
+        return len(self._queue) + len(self._examiner)
+
+    def examining(self) -> int:
+        """How many settled files are being hashed and probed (their results not yet collected)."""
+        return len(self._examiner)
 
     def modes(self) -> dict[Path, str]:
         """Each folder's watch mode: "inotify", "polling" or "missing"."""
-        return dict(self._modes)
+        return self._observers.modes()
 
     # -- the daemon-thread side ------------------------------------------------------------------
 
     def poll(self) -> None:
-        """Rescan when due, take in what the observers recorded, and report settled files."""
+        """Rescan when due, take in what the observers recorded, hand settled files to the
+        examiner and report what it finished. Never waits for a hash or a probe."""
         now = self._clock()
+        dead = self._observers.dead()  # their folders are rescanned (events were lost): a new observer
+        if dead:
+            self._rescan(now, dead)
         if now >= self._next_rescan:
             self._rescan(now)
         elif now >= self._next_missing:
-            self._rescan(now, [r for r, mode in self._modes.items() if mode == "missing"])
+            self._rescan(now, [r for r, mode in self.modes().items() if mode == "missing"])
         with self._lock:
             touched, self._touched = self._touched, {}
             new_dirs, self._new_dirs = self._new_dirs, set()
         for folder in sorted(new_dirs):
-            root = self._root_of(folder)
-            if root is not None and self._wanted_dir(folder, root):
-                for path in self._walk(folder, root):
+            root = self._scope.root_of(folder)
+            if root is not None and self._scope.wanted_dir(folder, root):
+                for path in self._scope.walk(folder, root):
                     self._consider(path, now)
         for path, closed in touched.items():
             self._consider(path, now, closed=closed)
-        self._settle(now)
+        for path, root, identity in self._queue.tick(now, _regular):
+            self._examiner.submit(path, root, identity)
+        for result in self._examiner.collect():
+            self._finish(result, now)
+        self._notes.flush()
 
     def _record(self, raw: str, is_dir: bool, closed: bool) -> None:
         # Observer thread: no stat, no decisions, just remember the path.
@@ -214,190 +309,68 @@ class FolderWatcher:
                 self._touched[path] = closed or self._touched.get(path, False)
 
     def _consider(self, path: Path, now: float, *, closed: bool = False) -> None:
-        root = self._root_of(path)
-        if root is None or not self._wanted_file(path, root):
+        root = self._scope.root_of(path)
+        if root is None or not self._scope.wanted_file(path, root) or path in self._examiner:
+            return  # a file being examined is checked again when its result comes back
+        try:
+            found = _identity(path)
+        except OSError as exc:  # e.g. ENAMETOOLONG: the full path exceeds PATH_MAX
+            self._note_once("unusable", path, exc.strerror or str(exc))
             return
-        sig = _stat_sig(path)
-        if sig is None:
+        if not isinstance(found, FileIdentity):
+            self._queue.discard(path)  # gone, or no longer a regular file
+            if found is not None and stat.S_ISLNK(found.st_mode):
+                self._note_once("link", path)
             return
-        entry = self._pending.get(path)
-        if entry is None:
-            if self._reported.get(path) == sig:
-                return  # already reported, unchanged: a late event or a rescan
-            self._pending[path] = _Pending(root, sig, now, closed)
-            logger.info("waiting for {} to settle", path)
-        elif entry.sig != sig:
-            entry.sig, entry.since, entry.closed = sig, now, closed
-        elif closed:
-            entry.closed = True
+        if path not in self._queue and self._reported.get(path) == found:
+            return  # already reported, unchanged: a late event or a rescan
+        if self._queue.offer(path, root, found, now, closed=closed):
+            self._notes.add("waiting" if found.size else "empty", path)
 
-    def _settle(self, now: float) -> None:
-        for path, entry in list(self._pending.items()):
-            sig = _stat_sig(path)
-            if sig is None:
-                del self._pending[path]
-                logger.debug("{} vanished before it settled", path)
-                continue
-            if sig != entry.sig:
-                entry.sig, entry.since, entry.closed = sig, now, False
-                continue
-            wait = min(self.cfg.settle_s, CLOSE_SETTLE_S) if entry.closed else self.cfg.settle_s
-            if sig[0] == 0 or now - entry.since < wait:
-                continue
-            del self._pending[path]
-            self._reported[path] = sig
-            logger.info("ready: {} ({} bytes)", path, sig[0])
-            try:
-                self._on_ready(Ready(path, entry.root, sig[0], sig[1]))
-            except Exception:
-                # Forget it was reported, so the next rescan offers it again instead of losing it.
-                self._reported.pop(path, None)
-                logger.exception("on_ready failed for {}; will retry at the next rescan", path)
+    def _finish(self, result: Ready | Unsettled, now: float) -> None:
+        if isinstance(result, Unsettled):
+            if result.kind == CHANGED:
+                self._consider(result.path, now)  # settles again, with its new identity
+            elif result.kind == FAILED:
+                self._notes.add("failed", result.path, result.detail)
+            elif result.kind != GONE:  # refused, or cancelled by stop()
+                self._note_once("refused", result.path, result.detail)
+            return
+        current = _regular(result.path)
+        if current is None or not result.identity.same_file(current):
+            self._consider(result.path, now)  # gone, changed or replaced after it was hashed
+            return
+        self._reported[result.path] = current
+        logger.info("ready: {} ({} bytes)", shown(result.path), result.identity.size)
+        try:
+            self._on_ready(result)
+        except Exception:
+            # Forget it was reported, so the next rescan offers it again instead of losing it.
+            self._reported.pop(result.path, None)
+            logger.exception("on_ready failed for {}; will retry at the next rescan", shown(result.path))
+
+    def _note_once(self, kind: str, path: Path, detail: str = "") -> None:
+        if path not in self._noted:
+            self._noted.add(path)
+            self._notes.add(kind, path, detail)
 
     # -- scanning --------------------------------------------------------------------------------
 
     def _rescan(self, now: float, only: Sequence[Path] | None = None) -> None:
         """Scan ``only`` those folders (default: all, and re-arm the periodic rescan)."""
-        for root in self._roots if only is None else only:
-            if not self._ensure_watched(root):
+        for root in self._scope.roots if only is None else only:
+            if not self._observers.ensure(root):
                 continue
             seen: set[Path] = set()
-            for path in self._walk(root, root):
+            for path in self._scope.walk(root, root, seen):
                 seen.add(path)
                 self._consider(path, now)
-            # Forget reports of files that are gone (archived, deleted) so the map stays small.
-            for path in [p for p in self._reported if p not in seen and self._root_of(p) == root]:
+            # Forget what is gone (archived, deleted) so these stay as small as the tree.
+            for path in [p for p in self._reported if p not in seen and self._scope.root_of(p) == root]:
                 del self._reported[path]
+            self._noted = {p for p in self._noted if p in seen or self._scope.root_of(p) != root}
         interval = self.cfg.rescan_interval_s
         if only is None:
             self._next_rescan = now + interval if interval > 0 else float("inf")
-        missing = any(mode == "missing" for mode in self._modes.values())
+        missing = "missing" in self.modes().values()
         self._next_missing = now + (interval if interval > 0 else _MISSING_RETRY_S) if missing else float("inf")
-
-    def _walk(self, folder: Path, root: Path) -> Iterator[Path]:
-        """Candidate files under ``folder`` (recursively if configured), pruning hidden, temporary,
-        excluded and symlinked folders (symlinks could loop)."""
-        stack = [folder]
-        while stack:
-            current = stack.pop()
-            try:
-                with os.scandir(current) as entries:
-                    items = list(entries)
-            except OSError as exc:
-                logger.debug("cannot list {}: {}", current, exc)
-                continue
-            for item in items:
-                path = Path(item.path)
-                try:
-                    if item.is_dir(follow_symlinks=False):
-                        if self.cfg.recursive and not _is_temp_name(item.name) and not self._excluded(path):
-                            stack.append(path)
-                    elif item.is_file() and is_candidate(path, self.cfg.ignore):
-                        yield path
-                except OSError:
-                    continue
-
-    def _root_of(self, path: Path) -> Path | None:
-        roots = [r for r in self._roots if path.is_relative_to(r)]
-        return max(roots, key=lambda r: len(r.parts)) if roots else None
-
-    def _excluded(self, path: Path) -> bool:
-        return any(path.is_relative_to(e) for e in self._exclude)
-
-    def _wanted_dir(self, folder: Path, root: Path) -> bool:
-        parts = folder.relative_to(root).parts
-        if parts and not self.cfg.recursive:
-            return False
-        return not self._excluded(folder) and not any(_is_temp_name(p) for p in parts)
-
-    def _wanted_file(self, path: Path, root: Path) -> bool:
-        return is_candidate(path, self.cfg.ignore) and self._wanted_dir(path.parent, root)
-
-    # -- observers -------------------------------------------------------------------------------
-
-    def _ensure_watched(self, root: Path) -> bool:
-        """Make sure ``root`` has a live observer; False (mode "missing") if it cannot be watched."""
-        try:
-            st = os.stat(root)
-        except OSError:
-            st = None
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            if root not in self._warned_missing:  # once per disappearance, not at every rescan
-                self._warned_missing.add(root)
-                logger.warning("watch folder {} does not exist; will check again at each rescan", root)
-            self._drop_observer(root)
-            return False
-        identity = (st.st_dev, st.st_ino)
-        observer = self._observers.get(root)
-        if observer is not None:
-            alive = observer.is_alive() and all(e.is_alive() for e in observer.emitters)
-            if alive and self._identity.get(root) == identity:
-                return True
-            # A share mounted over the folder (or the folder replaced) leaves the old watch on the
-            # old directory; a deleted folder stops its emitter. Start afresh, re-deciding the mode.
-            logger.warning("watch folder {} was replaced or its observer stopped; restarting it", root)
-            self._drop_observer(root)
-        polling = self.cfg.polling == "always" or (self.cfg.polling == "auto" and is_network_filesystem(root))
-        if not self._start_observer(root, polling=polling):
-            return False
-        self._identity[root] = identity
-        return True
-
-    def _start_observer(self, root: Path, *, polling: bool) -> bool:
-        if not polling:
-            try:
-                return self._launch(root, Observer(), "polling" if Observer is PollingObserver else "inotify")
-            except OSError as exc:
-                # ENOSPC (max_user_watches) / EMFILE (max_user_instances): watch the folder anyway.
-                # watchdog swallows ENOSPC for *subfolders* (only the root's reaches us): rescans
-                # are what still find files there.
-                logger.warning("inotify unavailable for {} ({}); falling back to polling", root, exc)
-        try:
-            return self._launch(root, PollingObserver(timeout=self.cfg.poll_interval_s), "polling")
-        except OSError as exc:
-            logger.warning("cannot watch {} ({}); will try again at the next rescan", root, exc)
-            self._modes[root] = "missing"
-            return False
-
-    def _launch(self, root: Path, observer: BaseObserver, mode: str) -> bool:
-        """Schedule and start ``observer`` on ``root``; on failure release it and re-raise."""
-        try:
-            observer.schedule(_Recorder(self._record), str(root), recursive=self.cfg.recursive, event_filter=_EVENTS)
-            observer.start()
-        except BaseException:
-            self._dispose(observer)
-            raise
-        self._observers[root] = observer
-        self._modes[root] = mode
-        self._warned_missing.discard(root)
-        logger.info("watching {} ({})", root, mode)
-        return True
-
-    def _drop_observer(self, root: Path) -> None:
-        self._modes[root] = "missing"
-        observer = self._observers.pop(root, None)
-        if observer is not None:
-            self._dispose(observer)
-
-    def _dispose(self, observer: BaseObserver) -> None:
-        # stop() also releases what a never-started observer holds (InotifyObserver starts its fd
-        # reader thread in __init__); join() of a never-started thread raises RuntimeError.
-        with contextlib.suppress(Exception):
-            observer.stop()
-        self._join(observer)
-
-    @staticmethod
-    def _join(observer: BaseObserver) -> None:
-        with contextlib.suppress(RuntimeError):
-            observer.join(_JOIN_TIMEOUT_S)
-        if observer.is_alive():
-            logger.warning("watch observer did not stop within {} s", _JOIN_TIMEOUT_S)
-
-
-def _stat_sig(path: Path) -> Sig | None:
-    """(size, mtime_ns) of a regular file, or None if it is gone or not a regular file."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None

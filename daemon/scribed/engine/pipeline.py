@@ -1,35 +1,31 @@
 """The transcription pipeline: decoded recordings in, :class:`Transcript` out. Does not import torch.
 
 Contract:
-- :class:`Pipeline` takes an engine (``scribed.engine.qwen3.AsrEngine`` or anything with the same
-  ``run``/``name``) and any number of decoded recordings; all their chunks share batches of
-  ``batch_size``, longest first so padding stays small.
+- :class:`Pipeline` takes an :class:`~scribed.engine.types.Engine` and any number of decoded
+  recordings; all their chunks share batches of ``batch_size``, longest first so padding stays small.
 - Speech is never dropped silently: a chunk whose output hit its token limit (truncation or a
   repetition loop) is split at its quietest point and both halves are transcribed again, up to
   ``max_split_depth`` times; what still fails is kept (collapsed) and listed in
   ``Transcript.failures`` so the outputs and the log can say so.
 - Segment times are seconds of the original recording.
+- After recognition each transcript goes through the pipeline's stages in order
+  (:mod:`scribed.engine.stages`; by default the repetition/glossary clean-up).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from loguru import logger
 
 from scribed import text
+from scribed.engine.stages import Stage, default_stages, run_stages
+from scribed.engine.types import ChunkFailure, ChunkRequest, ChunkResult, Engine, Segment, TranscribeOptions, Transcript
 from scribed.media import segment
 from scribed.media.audio import SAMPLE_RATE, DecodedAudio
-
-if TYPE_CHECKING:
-    pass
-
-
-from scribed.engine.types import ChunkFailure, ChunkRequest, ChunkResult, Engine, Segment, TranscribeOptions, Transcript
 
 
 @dataclass
@@ -47,9 +43,10 @@ Progress = Callable[[Hashable, int, int], None]
 class Pipeline:
     """Chunk, batch, generate and assemble. One instance per loaded engine; not thread-safe."""
 
-    def __init__(self, engine: Engine, options: TranscribeOptions) -> None:
+    def __init__(self, engine: Engine, options: TranscribeOptions, stages: Sequence[Stage] | None = None) -> None:
         self.engine = engine
         self.options = options
+        self.stages: tuple[Stage, ...] = default_stages(options) if stages is None else tuple(stages)
 
     def transcribe(self, recordings: Mapping[Hashable, DecodedAudio], *,
                    progress: Progress | None = None) -> dict[Hashable, Transcript]:
@@ -81,13 +78,9 @@ class Pipeline:
                     if progress:
                         progress(it.key, done_count[it.key], totals[it.key])
 
-            fixed = None
-            if opts.fixed_tokens_per_s:
-                fixed = max(1, round(max(it.end - it.start for it in pending) / SAMPLE_RATE
-                                     * opts.fixed_tokens_per_s))
-            results = self.engine.run(requests, opts.batch_size, on_done=tick, fixed_tokens=fixed)
+            results = self.engine.run(requests, opts.batch_size, on_done=tick)
             for item, result in zip(pending, results, strict=True):
-                if result.hit_limit and not fixed:
+                if result.hit_limit:
                     halves = self._split(recordings[item.key].samples, item)
                     if halves:
                         totals[item.key] += 1
@@ -104,7 +97,9 @@ class Pipeline:
                                    text.format_clock(item.end / SAMPLE_RATE), reason)
                 finished[item.key].append((item, result))
             pending = retry
-        return {key: self._assemble(recordings[key], finished[key], failures[key]) for key in recordings}
+        return {key: run_stages(self.stages, recordings[key],
+                                self._assemble(recordings[key], finished[key], failures[key]))
+                for key in recordings}
 
     # -- helpers -------------------------------------------------------------------------------
     def _request(self, samples: np.ndarray, item: _Item) -> ChunkRequest:
@@ -126,17 +121,14 @@ class Pipeline:
         segments = []
         weights: Counter[str] = Counter()
         for item, result in sorted(parts, key=lambda p: p[0].start):
-            body, removed = text.collapse_repetitions(result.text)
-            if removed:
-                logger.info("{}: collapsed a repetition loop ({} repeated units removed)", audio.source, removed)
-            body = text.apply_glossary(body, self.options.glossary)
             code = text.language_code(result.language)
             start, end = item.start / SAMPLE_RATE, item.end / SAMPLE_RATE
-            if code and body:
+            if code and result.text.strip():
                 weights[code] += end - start
-            segments.append(Segment(round(start, 3), round(end, 3), body, code, round(item.pause_before, 3)))
+            segments.append(Segment(round(start, 3), round(end, 3), result.text, code, round(item.pause_before, 3)))
         forced = text.language_code(self.options.language)
         language = forced or (weights.most_common(1)[0][0] if weights else None)
         return Transcript(source=audio.source, duration_s=round(audio.duration_s, 3), language=language,
-                          model=self.engine.name, segments=segments, failures=sorted(failures, key=lambda f: f.start),
+                          model=self.engine.name, segments=tuple(segments),
+                          failures=tuple(sorted(failures, key=lambda f: f.start)),
                           paragraph_pause_s=self.options.paragraph_pause_s)

@@ -1,25 +1,32 @@
-"""The model: Qwen3-ASR through transformers' native classes. The ONLY module importing torch/transformers.
+"""The model: Qwen3-ASR through transformers' native classes (the ``transformers`` backend).
+
+Only this module and :mod:`scribed.engine.checkpoints` import torch/transformers in production
+code (:mod:`scribed.tools.bench` is the other, outside the engine contract).
 
 Contract:
 - :class:`AsrEngine` loads a checkpoint from a local folder (never the network: ``HF_HUB_OFFLINE``
   is set before transformers is imported and every load uses ``local_files_only=True``) and
-  turns batches of 16 kHz mono chunks into :class:`ChunkResult`. Callers (``scribed.transcribe``)
-  decide chunking, ordering and text assembly; this module only runs the model.
+  turns batches of 16 kHz mono chunks into :class:`ChunkResult`; it implements
+  :class:`~scribed.engine.types.Engine`. Callers (:mod:`scribed.engine.pipeline`) decide
+  chunking, ordering and text assembly; this module only runs the model.
 - ``device="auto"``: CUDA with bfloat16 + SDPA attention when a GPU is present, else CPU float32.
 - A CUDA out-of-memory error halves the batch and retries; it never fails a file by itself.
-- :func:`build_random_checkpoint` writes a checkpoint of the real architecture with random
-  weights (tests and ``scribed bench``; no real weights are reachable offline).
+- Background behaviour: before torch loads, :mod:`scribed.engine.threadenv` bounds how long
+  OpenMP threads spin while they wait (spinning threads collapse under a competing process).
+- Weights load straight in the target dtype (no full-size float32 copy on the way); checkpoints
+  stored in that dtype load without any conversion.
 """
 
 from __future__ import annotations
 
 import os
 
+from scribed.engine import threadenv  # first: it sets OpenMP's wait policy, read when torch loads
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,10 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from loguru import logger
 from transformers import (
     AutoProcessor,
-    AutoTokenizer,
-    Qwen3ASRConfig,
     Qwen3ASRForConditionalGeneration,
 )
 from transformers.utils import logging as hf_logging
@@ -62,32 +68,6 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
-
-# Architectures of the released checkpoints (0.6B from its config.json; 1.7B differs in the
-# encoder (24 x 1024) and the decoder (hidden 2048, intermediate 6144)).
-ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
-    "0.6b": {
-        "audio": dict(encoder_layers=18, encoder_attention_heads=14, encoder_ffn_dim=3584, d_model=896,
-                      output_dim=1024, downsample_hidden_size=480, n_window=50, n_window_infer=800),
-        "text": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                     num_key_value_heads=8, head_dim=128, max_position_embeddings=65536, rms_norm_eps=1e-6,
-                     rope_theta=1000000.0, vocab_size=151936, tie_word_embeddings=True),
-    },
-    "1.7b": {
-        "audio": dict(encoder_layers=24, encoder_attention_heads=16, encoder_ffn_dim=4096, d_model=1024,
-                      output_dim=2048, downsample_hidden_size=480, n_window=50, n_window_infer=800),
-        "text": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
-                     num_key_value_heads=8, head_dim=128, max_position_embeddings=65536, rms_norm_eps=1e-6,
-                     rope_theta=1000000.0, vocab_size=151936, tie_word_embeddings=True),
-    },
-    "tiny": {
-        "audio": dict(encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
-                      output_dim=64, downsample_hidden_size=16, n_window=50, n_window_infer=800),
-        "text": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                     num_key_value_heads=1, head_dim=32, max_position_embeddings=8192, rms_norm_eps=1e-6,
-                     rope_theta=1000000.0, vocab_size=151936, tie_word_embeddings=True),
-    },
-}
 
 EOS_TOKEN_IDS = (151643, 151645)  # <|endoftext|>, <|im_end|>
 
@@ -147,10 +127,15 @@ class AsrEngine:
         start = time.perf_counter()
         if self.device.type == "cpu":
             torch.set_num_threads(cpu_threads())
+            if threadenv.TORCH_WAS_LOADED:
+                logger.debug("torch was imported before scribed.engine.qwen3: OpenMP keeps its own wait policy")
         try:
             self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=True)
             if not getattr(self.processor, "chat_template", None):
                 self.processor.chat_template = CHAT_TEMPLATE
+            # dtype: each tensor is converted as it is read, never a whole float32 copy (and a
+            # checkpoint stored in the target dtype is not converted at all). device_map would
+            # skip the host copy on CUDA but needs accelerate, which scribed does not depend on.
             self.model = Qwen3ASRForConditionalGeneration.from_pretrained(
                 self.model_path, local_files_only=True, dtype=self.dtype, attn_implementation="sdpa",
             ).to(self.device)
@@ -175,13 +160,12 @@ class AsrEngine:
 
     # -- inference -----------------------------------------------------------------------------
     def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
-            on_done: Callable[[int], None] | None = None, fixed_tokens: int | None = None) -> list[ChunkResult]:
+            on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
         """Transcribe ``requests`` in order-preserving batches of up to ``batch_size``.
 
         Requests are batched in the order given (callers sort by length so padding stays small);
         only requests with the same language and prompt share a batch. ``on_done(n)`` is called
         after each batch with the number of requests finished (progress, watchdog pings).
-        ``fixed_tokens`` forces exactly that many new tokens per chunk (benchmarks).
         """
         self.load()
         results: list[ChunkResult | None] = [None] * len(requests)
@@ -192,7 +176,7 @@ class AsrEngine:
             group = [i for i in pending[: size * 4]
                      if requests[i].language == head.language and requests[i].prompt == head.prompt][:size]
             try:
-                outs = self._generate([requests[i] for i in group], fixed_tokens)
+                outs = self._generate([requests[i] for i in group])
             except torch.OutOfMemoryError:
                 if len(group) == 1:
                     raise
@@ -209,7 +193,7 @@ class AsrEngine:
         return [r for r in results if r is not None]
 
     @torch.inference_mode()
-    def _generate(self, batch: Sequence[ChunkRequest], fixed_tokens: int | None) -> list[ChunkResult]:
+    def _generate(self, batch: Sequence[ChunkRequest]) -> list[ChunkResult]:
         language = batch[0].language
         prompt = batch[0].prompt or None
         inputs = self.processor.apply_transcription_request(
@@ -217,54 +201,28 @@ class AsrEngine:
         )
         inputs = inputs.to(self.device)
         inputs["input_features"] = inputs["input_features"].to(self.dtype)
-        limit = fixed_tokens or max(r.max_new_tokens for r in batch)
-        extra: dict[str, Any] = {"min_new_tokens": fixed_tokens} if fixed_tokens else {}
+        # One generate call serves the batch: the largest limit and the largest minimum; each
+        # row is then cut at its own end-of-text token or its own limit.
+        limit = max(r.max_new_tokens for r in batch)
+        minimum = min(limit, max(r.min_new_tokens for r in batch))
+        extra: dict[str, Any] = {"min_new_tokens": minimum} if minimum else {}
         out = self.model.generate(
             **inputs, max_new_tokens=limit, do_sample=False, num_beams=1,
             pad_token_id=self.processor.tokenizer.pad_token_id, **extra,
         )
         new_tokens = out[:, inputs["input_ids"].shape[1]:].cpu().numpy()
-        results = []
-        for request, row in zip(batch, new_tokens, strict=True):
-            own_limit = fixed_tokens or request.max_new_tokens
-            ends = np.flatnonzero(np.isin(row, EOS_TOKEN_IDS))
-            stop = int(ends[0]) if ends.size else len(row)
-            hit_limit = stop > own_limit or (not ends.size and not fixed_tokens)
-            ids = row[: min(stop, own_limit)]
-            parsed = self.processor.decode(ids, return_format="parsed")
-            results.append(ChunkResult(
-                text=parsed["transcription"],
-                language=language or parsed["language"],
-                tokens=len(ids),
-                hit_limit=bool(hit_limit),
-            ))
-        return results
+        return [self._result(request, row, language) for request, row in zip(batch, new_tokens, strict=True)]
 
-
-# -- checkpoints of the real architecture with random weights ---------------------------------------
-
-
-def build_random_checkpoint(out_dir: str | os.PathLike[str], tokenizer_dir: str | os.PathLike[str], *,
-                            size: str = "tiny", seed: int = 0, dtype: str = "float32") -> Path:
-    """Write a loadable checkpoint (config, random weights, processor, tokenizer) to ``out_dir``.
-
-    ``tokenizer_dir`` holds the real Qwen3-ASR tokenizer files (vocab.json, merges.txt,
-    tokenizer_config.json). ``size`` is one of :data:`ARCHITECTURES`. Returns ``out_dir``.
-    """
-    from transformers.models.qwen3_asr import Qwen3ASRFeatureExtractor, Qwen3ASRProcessor
-
-    if size not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {size!r}; expected one of {sorted(ARCHITECTURES)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-    processor = Qwen3ASRProcessor(feature_extractor=Qwen3ASRFeatureExtractor(), tokenizer=tokenizer,
-                                  chat_template=CHAT_TEMPLATE)
-    arch = ARCHITECTURES[size]
-    config = Qwen3ASRConfig(audio_config=dict(arch["audio"]), text_config=dict(arch["text"]))
-    model = Qwen3ASRForConditionalGeneration(config).to(getattr(torch, dtype))
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    (out / "scribed-random-weights.json").write_text(json.dumps({"architecture": size, "seed": seed}))
-    return out
+    def _result(self, request: ChunkRequest, row: np.ndarray, language: str | None) -> ChunkResult:
+        """One row of generated ids -> its result, cut at its own end-of-text or limit."""
+        own_limit = request.max_new_tokens
+        ends = np.flatnonzero(np.isin(row, EOS_TOKEN_IDS))
+        stop = int(ends[0]) if ends.size else len(row)
+        # A row that ran to its limit without an end token was truncated or looping, unless a
+        # forced minimum (benchmarks) is what kept it going.
+        forced = request.min_new_tokens >= own_limit
+        hit_limit = not forced and (stop > own_limit or not ends.size)
+        ids = row[: min(stop, own_limit)]
+        parsed = self.processor.decode(ids, return_format="parsed")
+        return ChunkResult(text=parsed["transcription"], language=language or parsed["language"],
+                           tokens=len(ids), hit_limit=bool(hit_limit))

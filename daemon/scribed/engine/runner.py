@@ -1,29 +1,43 @@
 """Recordings on disk -> transcripts on disk. Shared by ``scribed transcribe`` and the daemon's worker.
 
-Contract: :func:`transcribe_files` decodes each file (a bad one fails alone with a clear
-reason), transcribes the good ones together in cross-file batches (groups bounded by total
-audio length so memory stays flat), writes every requested format atomically, and returns one
-:class:`FileOutcome` per input, in input order. Recordings themselves are only ever read.
+Contract:
+- :func:`transcribe_files` (the CLI) and :func:`run_jobs` (the worker, with the daemon's
+  :class:`~scribed.protocol.JobSpec` s) decode each file (a bad one fails alone with a clear
+  reason), transcribe the good ones together in cross-file batches (groups bounded by total
+  audio length so memory stays flat), write every requested format atomically, and return one
+  outcome per input, in input order. Recordings themselves are only ever read.
+- Every failure is classified here, by exception type, never by message (:func:`classify`):
+  ``final`` (the file is bad: AudioError, or a transcript path held by a file scribed did not
+  write), ``changed`` (the recording is not, or no longer, the file that was queued),
+  ``transient`` (no space, I/O error, read-only or forbidden output, out of memory),
+  ``retry`` (anything else).
+- A job's recording is checked against its queued identity when it is opened, after it is
+  decoded, and again after its transcript is written: a result for other content is "changed".
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
 
-from scribed import output
+from scribed import errors, output
 from scribed.config import Config
 from scribed.engine import render
 from scribed.engine.pipeline import Pipeline
 from scribed.engine.types import TranscribeOptions, Transcript
-from scribed.errors import ScribedError
+from scribed.identity import FileIdentity
 from scribed.media.audio import DecodedAudio, decode_audio
+from scribed.protocol import JobSpec, Outcome, Result
 
 # Decoded audio held at once: 3 hours of 16 kHz float32 is ~700 MB.
 MAX_GROUP_SECONDS = 3 * 3600.0
+# Errors of the output side that go away by themselves (space freed, disk back, permission fixed).
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES})
 
 
 @dataclass(frozen=True)
@@ -32,30 +46,90 @@ class OutputSpec:
     out_dir: Path | None = None
     root: Path | None = None  # the watched folder a source lives under (keeps layout in out_dir)
     timestamps: bool = False
+    overwrite: bool = True  # the CLI replaces its earlier outputs, as before
 
 
 @dataclass
 class FileOutcome:
     path: Path
-    ok: bool
+    ok: bool = False
     error: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
     duration_s: float = 0.0
     language: str | None = None
     failures: int = 0  # chunks reported as possibly incomplete
+    outcome: Outcome = "retry"
+    written: dict[str, FileIdentity] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Task:
+    path: Path
+    outputs: dict[str, Path]
+    expect: FileIdentity | None
+    replaceable: dict[str, FileIdentity]
+    timestamps: bool
+    overwrite: bool
+    root: Path | None = None  # no symlink below it is followed when writing
 
 
 Event = Callable[[str, Path, dict[str, object]], None]
 
 
+def classify(exc: BaseException) -> Outcome:
+    """The outcome a failure means (see the module contract)."""
+    if isinstance(exc, errors.RecordingChanged):
+        return "changed"
+    if isinstance(exc, (errors.AudioError, errors.OutputTaken)):
+        return "final"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's CUDA OOM
+        return "transient"
+    if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+        return "transient"
+    return "retry"
+
+
 def transcribe_files(pipeline: Pipeline, paths: Sequence[Path], spec: OutputSpec | Sequence[OutputSpec], *,
-                     on_event: Event | None = None) -> list[FileOutcome]:
+                     on_event: Event | None = None, max_duration_s: float | None = None) -> list[FileOutcome]:
     """Transcribe ``paths``; ``spec`` is one OutputSpec for all or one per path.
 
     ``on_event(kind, path, info)`` reports "decoded", "chunk" (info: done/total) and "written".
     """
     specs = list(spec) if isinstance(spec, Sequence) else [spec] * len(paths)
-    outcomes = {i: FileOutcome(Path(p), ok=False) for i, p in enumerate(paths)}
+    tasks = [_Task(Path(p), output.output_paths(Path(p), s.formats, s.out_dir, s.root), None, {}, s.timestamps,
+                   s.overwrite) for p, s in zip(paths, specs, strict=True)]
+    return _run(pipeline, tasks, on_event, max_duration_s)
+
+
+def run_jobs(pipeline: Pipeline, jobs: Sequence[JobSpec], *, overwrite: bool, max_duration_s: float | None,
+             out_dir: Path | None = None, on_progress: Callable[[int, int, int], None] | None = None) -> list[Result]:
+    """The worker's entry: one :class:`Result` per job, in order. ``on_progress(job_id, done, total)``.
+
+    Outputs are written without following a symlink below the job's watched folder (or below
+    ``out_dir``, the configured ``output.dir``, when they go there)."""
+    tasks = [_Task(j.path, dict(j.outputs), j.identity, dict(j.replaceable), j.timestamps, overwrite,
+                   _output_root(j, out_dir)) for j in jobs]
+    ids = {t.path: j.job_id for t, j in zip(tasks, jobs, strict=True)}
+
+    def on_event(kind: str, path: Path, info: dict[str, object]) -> None:
+        if kind == "chunk" and on_progress:
+            on_progress(ids[path], int(info["done"]), int(info["total"]))  # type: ignore[call-overload]
+
+    outcomes = _run(pipeline, tasks, on_event, max_duration_s)
+    return [Result(j.job_id, o.outcome, o.error, o.written, o.duration_s, o.language, o.failures)
+            for j, o in zip(jobs, outcomes, strict=True)]
+
+
+def _output_root(job: JobSpec, out_dir: Path | None) -> Path | None:
+    for root in (job.root, out_dir):
+        if root is not None and all(p.is_relative_to(root) for p in (*job.outputs.values(), job.failure_note)):
+            return root
+    return None
+
+
+def _run(pipeline: Pipeline, tasks: list[_Task], on_event: Event | None,
+         max_duration_s: float | None) -> list[FileOutcome]:
+    outcomes = [FileOutcome(t.path) for t in tasks]
     group: dict[int, DecodedAudio] = {}
     seconds = 0.0
 
@@ -67,61 +141,77 @@ def transcribe_files(pipeline: Pipeline, paths: Sequence[Path], spec: OutputSpec
         nonlocal seconds
         if not group:
             return
-        results = pipeline.transcribe(
-            group, progress=lambda key, done, total: emit("chunk", Path(paths[key]), done=done, total=total))
+        try:
+            results = pipeline.transcribe(
+                group, progress=lambda key, done, total: emit("chunk", tasks[key].path, done=done, total=total))
+        except Exception as exc:  # the whole group failed (e.g. out of memory): each file says so
+            for i in group:
+                _fail(outcomes[i], exc, f"transcribing {str(tasks[i].path)!r} failed: {type(exc).__name__}: {exc}")
+            results = {}
         for i, transcript in results.items():
-            _write(outcomes[i], transcript, specs[i])
+            _write(outcomes[i], tasks[i], transcript)
             emit("written", outcomes[i].path, outputs=outcomes[i].outputs)
         group.clear()
         seconds = 0.0
 
-    for i, raw in enumerate(paths):
-        path = Path(raw)
+    for i, task in enumerate(tasks):
         try:
-            audio = decode_audio(path)
-        except ScribedError as exc:
-            outcomes[i].error = str(exc)
-            logger.error("{}", exc)
+            audio = decode_audio(task.path, expect=task.expect, max_duration_s=max_duration_s)
+        except (errors.ScribedError, OSError, MemoryError) as exc:
+            _fail(outcomes[i], exc, str(exc))
             continue
         outcomes[i].duration_s = audio.duration_s
-        emit("decoded", path, duration_s=audio.duration_s)
+        emit("decoded", task.path, duration_s=audio.duration_s)
         if seconds + audio.duration_s > MAX_GROUP_SECONDS:
             flush()
         group[i] = audio
         seconds += audio.duration_s
     flush()
-    return [outcomes[i] for i in range(len(paths))]
+    return outcomes
 
 
-def _write(outcome: FileOutcome, transcript: Transcript, spec: OutputSpec) -> None:
-    paths = output.output_paths(outcome.path, spec.formats, spec.out_dir, spec.root)
+def _fail(outcome: FileOutcome, exc: BaseException, message: str) -> None:
+    outcome.outcome = classify(exc)
+    outcome.error = message
+    logger.error("{}", message)
+
+
+def _write(outcome: FileOutcome, task: _Task, transcript: Transcript) -> None:
     try:
-        render.write_transcript(transcript, paths, source=outcome.path, timestamps=spec.timestamps)
-    except OSError as exc:
-        outcome.error = f"cannot write transcript for {str(outcome.path)!r}: {exc.strerror or exc}"
-        logger.error("{}", outcome.error)
+        written = render.write_transcript(transcript, task.outputs, source=task.path, timestamps=task.timestamps,
+                                          replaceable=task.replaceable, overwrite=task.overwrite, root=task.root)
+    except (OSError, errors.ScribedError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        _fail(outcome, exc, f"cannot write transcript for {str(outcome.path)!r}: {detail}")
         return
-    outcome.ok = True
-    outcome.outputs = paths
+    outcome.written = dict(written)
+    if task.expect is not None and not _unchanged(task.path, task.expect):
+        outcome.outcome = "changed"
+        outcome.error = f"recording {str(task.path)!r} changed while it was transcribed"
+        logger.info("{}", outcome.error)
+        return
+    outcome.ok, outcome.outcome = True, "done"
+    outcome.outputs = dict(task.outputs)
     outcome.language = transcript.language
     outcome.failures = len(transcript.failures)
     logger.info("transcribed {} ({:.1f} s audio, language {}) -> {}", outcome.path, transcript.duration_s,
-                transcript.language or "unknown", ", ".join(p.name for p in paths.values()))
+                transcript.language or "unknown", ", ".join(p.name for p in task.outputs.values()))
     logger.debug("transcript of {}: {}", outcome.path, transcript.text)
 
 
-def open_pipeline(cfg: Config, **option_overrides: object) -> Pipeline:
-    """Resolve the model offline, guard the network per policy, load the engine (imports torch)."""
-    from scribed.engine.models import resolve_model
+def _unchanged(path: Path, expect: FileIdentity) -> bool:
+    try:
+        return expect.same_file(os.lstat(path))
+    except OSError:
+        return False
 
-    if cfg.policy.block_network:
+
+def open_pipeline(cfg: Config, **option_overrides: object) -> Pipeline:
+    """Open the configured engine (offline; imports torch) and wrap it in a pipeline."""
+    from scribed.engine.factory import open_engine
+
+    if cfg.policy.block_network:  # idempotent: also when a process did not harden itself first
         from scribed.system.netguard import install_network_guard
 
         install_network_guard()
-    path = resolve_model(cfg.model.id, cfg.model.cache_dir)
-    from scribed.engine.qwen3 import AsrEngine
-
-    engine = AsrEngine(path, device=cfg.model.device, dtype=cfg.model.dtype, name=cfg.model.id)
-    engine.load()
-    logger.info("model {} loaded on {} in {:.1f} s", cfg.model.id, engine.device_name, engine.load_seconds)
-    return Pipeline(engine, TranscribeOptions.from_config(cfg, **option_overrides))
+    return Pipeline(open_engine(cfg), TranscribeOptions.from_config(cfg, **option_overrides))

@@ -1,50 +1,38 @@
 """The worker process's main: load the model once, transcribe the jobs the daemon sends, report back.
 
-Runs only inside the ``spawn`` worker (started by :mod:`scribed.daemon.worker`).
+Contract:
+- Runs only inside the ``spawn`` worker (started by :mod:`scribed.daemon.worker`); speaks the
+  :mod:`scribed.protocol` messages: Ready once the model is loaded (or Fatal, then exit), a
+  Result per job (classified by :func:`scribed.engine.runner.classify`), Progress per chunk,
+  Idle after each batch, Unloaded when the idle limit frees the model.
+- SIGINT and SIGHUP are ignored from the first instruction: a Ctrl-C in the terminal reaches
+  the whole process group, and stopping is the daemon's decision (it sends Stop, or kills).
+  The worker also dies with its parent (PR_SET_PDEATHSIG), so no orphan keeps the GPU.
+- The process is hardened (:func:`scribed.system.harden.harden_process`) before anything else
+  loads.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from scribed.config import Config
+from scribed.protocol import Fatal, Idle, Jobs, Progress, Ready, Result, Stop, Unloaded
 
-
-def _prepare_process(cfg: Config) -> None:
-    """Privacy before anything else loads: guard, core dumps, where temporary files may go."""
-    from scribed import logs
-    from scribed.system import harden, netguard, tempdir
-
-    logs.setup(cfg.service.log_level, process="scribed-worker")
-    _die_with_parent()
-    harden.disable_core_dumps()
-    if cfg.policy.block_network:
-        netguard.install_network_guard()
-    if cfg.policy.intermediates == "tmpfs":
-        temp = tempdir.PrivateTempDir(cfg.policy.temp_dir, cfg.watch.folders, cfg.policy.secure_delete_passes)
-        removed = temp.wipe_stale()
-        if removed:
-            logger.info("wiped {} stale temporary file(s) from {}", removed, temp.path)
-        target = str(temp.path)
-    else:
-        # memory: nothing of ours is written; libraries that insist on a temp file still get a
-        # private folder rather than the shared /tmp.
-        target = os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp"
-    for var in ("TMPDIR", "TEMP", "TMP", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
-        os.environ[var] = target
+if TYPE_CHECKING:
+    from scribed.engine.pipeline import Pipeline
 
 
 def _die_with_parent() -> None:
     """Linux: SIGKILL this worker if the daemon dies, so no orphan keeps the GPU or a file."""
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
@@ -55,54 +43,59 @@ def _die_with_parent() -> None:
 
 
 def worker_main(cfg: Config, conn: Connection) -> None:
-    """Entry point of the spawned worker. Returns (exits) on "stop" or when the pipe closes."""
-    _prepare_process(cfg)
+    """Entry point of the spawned worker. Returns (exits) on Stop or when the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _die_with_parent()
+    from scribed import logs
+    from scribed.system import harden
+
+    logs.setup(cfg.service.log_level, process="scribed-worker")
+    harden.harden_process(cfg, "worker")
     from scribed.engine import runner
 
     try:
         pipeline = runner.open_pipeline(cfg)
     except Exception as exc:  # a model that cannot load is fatal: tell the daemon why, then exit
-        conn.send(("fatal", str(exc)))
+        conn.send(Fatal(str(exc)))
         return
     engine = pipeline.engine
-    conn.send(("ready", {"model": cfg.model.id, "device": engine.device_name, "load_s": engine.load_seconds,
-                         "pid": os.getpid()}))
+    conn.send(Ready(cfg.model.id, engine.device_name, engine.load_seconds, os.getpid()))
     idle_limit = cfg.model.idle_unload_min * 60 if cfg.model.idle_unload_min > 0 else None
     last_work = time.monotonic()
     while True:
-        timeout = 1.0
-        if not conn.poll(timeout):
+        if not conn.poll(1.0):
             if idle_limit and engine.loaded and time.monotonic() - last_work > idle_limit:
                 engine.unload()
                 logger.info("model unloaded after {:.0f} idle minutes; it reloads with the next file",
                             cfg.model.idle_unload_min)
-                conn.send(("unloaded",))
+                conn.send(Unloaded())
             continue
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return  # the daemon is gone
-        if message[0] == "stop":
+        if isinstance(message, Stop):
             return
-        if message[0] != "jobs":
+        if not isinstance(message, Jobs):
             continue
-        jobs: list[tuple[int, str, Any]] = message[1]
+        for result in _run_batch(cfg, pipeline, message, conn):
+            conn.send(result)
+        last_work = time.monotonic()
+        conn.send(Idle())
+
+
+def _run_batch(cfg: Config, pipeline: Pipeline, message: Jobs, conn: Connection) -> list[Result]:
+    from scribed.engine import runner
+
+    engine = pipeline.engine
+    try:
         if not engine.loaded:
             engine.load()
             logger.info("model reloaded in {:.1f} s", engine.load_seconds)
-        ids = {Path(path): job_id for job_id, path, _ in jobs}
-
-        def on_event(kind: str, path: Path, info: dict[str, object], ids: dict[Path, int] = ids) -> None:
-            if kind == "chunk":
-                conn.send(("progress", ids[path], info["done"], info["total"]))
-
-        outcomes = runner.transcribe_files(pipeline, [Path(p) for _, p, _ in jobs], [s for _, _, s in jobs],
-                                           on_event=on_event)
-        for (job_id, _, _), outcome in zip(jobs, outcomes, strict=True):
-            conn.send(("result", job_id, {
-                "ok": outcome.ok, "error": outcome.error, "audio_s": outcome.duration_s,
-                "language": outcome.language, "failures": outcome.failures,
-                "outputs": {fmt: str(p) for fmt, p in outcome.outputs.items()},
-            }))
-        last_work = time.monotonic()
-        conn.send(("idle", {}))
+        return runner.run_jobs(pipeline, message.jobs, overwrite=cfg.output.overwrite,
+                               max_duration_s=cfg.transcription.max_duration_s, out_dir=cfg.output.dir,
+                               on_progress=lambda job_id, done, total: conn.send(Progress(job_id, done, total)))
+    except Exception as exc:  # e.g. the model could not be loaded again: every job of the batch says why
+        logger.error("batch failed: {}: {}", type(exc).__name__, exc)
+        return [Result(j.job_id, runner.classify(exc), f"{type(exc).__name__}: {exc}") for j in message.jobs]

@@ -20,12 +20,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ChunkRequest:
-    """One piece of audio for the model. ``language`` is a model name ("English") or None (detect)."""
+    """One piece of audio for the model. ``language`` is a model name ("English") or None (detect).
+
+    ``min_new_tokens`` forces at least that many generated tokens (benchmarks set it to make the
+    work per chunk fixed; production requests leave it 0). The result is still cut at the first
+    end-of-text token or at ``max_new_tokens``, whichever comes first.
+    """
 
     audio: np.ndarray
     max_new_tokens: int
     language: str | None = None
     prompt: str = ""
+    min_new_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -39,11 +45,32 @@ class ChunkResult:
 
 
 class Engine(Protocol):
+    """A speech recognizer the pipeline drives. Implementations: ``scribed.engine.qwen3.AsrEngine``.
+
+    Contract: ``load()`` is idempotent and raises ``ModelError`` with the fix on failure;
+    ``unload()`` frees the weights and a later ``run`` loads again; ``run`` returns exactly one
+    result per request, in request order, batching up to ``batch_size`` requests at a time and
+    calling ``on_done(n)`` after each batch with the number of requests it finished.
+    ``peak_memory_bytes()`` is the accelerator's peak allocation, or None where not measured (CPU).
+    """
+
     name: str
+    load_seconds: float
+
+    @property
+    def loaded(self) -> bool: ...
+
+    @property
+    def device_name(self) -> str: ...
+
+    def load(self) -> None: ...
+
+    def unload(self) -> None: ...
+
+    def peak_memory_bytes(self) -> int | None: ...
 
     def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
-            on_done: Callable[[int], None] | None = None,
-            fixed_tokens: int | None = None) -> list[ChunkResult]: ...
+            on_done: Callable[[int], None] | None = None) -> list[ChunkResult]: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +87,6 @@ class TranscribeOptions:
     base_tokens: int = 24
     max_split_depth: int = 3
     min_split_s: float = 2.0
-    fixed_tokens_per_s: float | None = None  # benchmarks: generate exactly this many tokens per second
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides: object) -> TranscribeOptions:
@@ -87,19 +113,27 @@ class Segment:
 
 @dataclass(frozen=True)
 class ChunkFailure:
+    """Audio from ``start`` to ``end`` (seconds) that may be incompletely transcribed, and why."""
+
     start: float
     end: float
     reason: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Transcript:
+    """One recording's transcript. Stages derive new ones with ``dataclasses.replace``.
+
+    ``no_speech``: nothing was recognised and nothing failed (silence, or a recording too short
+    to hold speech); the outputs say so instead of being empty.
+    """
+
     source: str
     duration_s: float
     language: str | None
     model: str
-    segments: list[Segment]
-    failures: list[ChunkFailure]
+    segments: Sequence[Segment]
+    failures: Sequence[ChunkFailure]
     paragraph_pause_s: float = 3.0
 
     @property
@@ -118,4 +152,6 @@ class Transcript:
     def text(self) -> str:
         return "\n\n".join(p for _, p in self.paragraphs)
 
-
+    @property
+    def no_speech(self) -> bool:
+        return not self.failures and not any(seg.text for seg in self.segments)

@@ -2,25 +2,39 @@
 
 :func:`decode_audio` reads lossless PCM containers (WAV, FLAC, AIFF, CAF, ...) with libsndfile
 (``soundfile``) and everything else -- MP3, AAC/M4A, Opus, Vorbis, AMR, WMA and the audio track
-of video files -- with FFmpeg (``av``). Channels are averaged, then the signal is resampled with
-soxr. Nothing is written to disk. Every failure is one :class:`~scribed.errors.AudioError` that
-names the file and says why in words; codec exceptions never escape.
+of video files -- with FFmpeg (``av``); see :mod:`scribed.media.decoders`. Channels are averaged,
+then the signal is resampled with soxr. Nothing is written to disk.
 
-The heavy libraries are imported inside the functions so that importing this module stays cheap
-(and never pulls in torch).
+Contract:
+- Every failure is one :class:`~scribed.errors.AudioError` that names the file and says why in
+  words; codec exceptions never escape.
+- A watched folder is untrusted: the file is opened with ``O_NOFOLLOW`` (a symbolic link is
+  refused, never followed) and non-blocking (a FIFO cannot hang the reader), and everything about
+  it is decided on the opened descriptor (``fstat``), not on the name.
+- ``expect``: the identity (device, inode, size, mtime) the caller queued. The opened file is
+  checked against it before decoding, and the file is checked again after decoding; a mismatch
+  or a change while reading raises :class:`~scribed.errors.RecordingChanged` (not a failure of
+  the recording: its new content is queued again).
+- ``max_duration_s``: a longer recording is an AudioError, found from the container header
+  before decoding where the header declares a length, and otherwise while decoding, which stops
+  as soon as the limit is passed. Memory is bounded by the limit: 64 KB per second of audio
+  (16 kHz float32), about 1.4 GB at the default 6 h, plus ~1 s of working buffers.
+- Importing this module is cheap: numpy and the codec libraries are imported inside the functions
+  (the daemon side imports :data:`AUDIO_EXTENSIONS` from here).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
+from scribed.errors import AudioError, RecordingChanged
+from scribed.identity import FileIdentity
 
-from scribed.errors import AudioError
+if TYPE_CHECKING:
+    import numpy as np
 
 SAMPLE_RATE = 16000
 
@@ -43,23 +57,9 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset(
 # up to ~0.25 s at 8 kHz), which can make an intact file decode a few frames short.
 _TRUNCATION_TOLERANCE = 0.01
 _FRAMING_SLACK_S = 0.25
-
-# libsndfile is exact and fast for these. Its MP3 reader is deliberately not used: for a VBR MP3
-# without a Xing header it trusts a bitrate guess and silently stops early.
-_SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "AIFF", "CAF", "W64", "RF64"})
-_SOUNDFILE_MAGIC = frozenset({b"RIFF", b"RF64", b"riff", b"FORM", b"fLaC", b"caff"})
-_SOUNDFILE_CODECS = {
-    "PCM_U8": "pcm_u8", "PCM_S8": "pcm_s8", "PCM_16": "pcm_s16le", "PCM_24": "pcm_s24le",
-    "PCM_32": "pcm_s32le", "FLOAT": "pcm_f32le", "DOUBLE": "pcm_f64le", "ULAW": "pcm_mulaw",
-    "ALAW": "pcm_alaw", "IMA_ADPCM": "adpcm_ima_wav", "MS_ADPCM": "adpcm_ms", "GSM610": "gsm_ms",
-}  # fmt: skip
-
-# FFmpeg demuxers whose duration is written by the muxer rather than guessed from the bitrate, so
-# a shortfall really means missing data. (MP3 is trusted only with a Xing/Info/VBRI header.)
-_EXACT_DURATION_DEMUXERS = frozenset(
-    {"mov", "mp4", "matroska", "webm", "asf", "flac", "wav", "ogg", "aiff", "caf", "w64"}
-)
-_INT_SCALE = {"s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}
+# O_NONBLOCK: opening a FIFO planted in a watched folder returns at once instead of waiting for a
+# writer (fstat then refuses it); it has no effect on reads of regular files.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -80,30 +80,34 @@ class DecodedAudio:
     container_duration_s: float | None
 
 
-def decode_audio(path: str | os.PathLike[str]) -> DecodedAudio:
+def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = None,
+                 max_duration_s: float | None = None) -> DecodedAudio:
     """Decode the first audio track of ``path`` to 16 kHz mono float32, entirely in memory.
 
-    Raises :class:`AudioError` (and nothing else) if the file is missing, unreadable, empty, not
-    audio, has no audio track, is truncated (decodes to < 99% of its declared length), vanishes
-    while being read, or decodes to no samples.
+    Raises :class:`AudioError` if the file is missing, a link, not a regular file, unreadable,
+    empty, not audio, has no audio track, is truncated (decodes to < 99% of its declared length),
+    is longer than ``max_duration_s``, vanishes while being read, or decodes to no samples; and
+    :class:`RecordingChanged` if it is not ``expect`` or changes while being read.
     """
+    import numpy as np
+
+    from scribed.media import decoders
+
     name = os.fspath(path)
-    reader = _Reader(_open_checked(name))
-    result: _Result | None = None
+    fh, before = _open_checked(name)
+    if expect is not None and not expect.same_file(before):
+        fh.close()
+        raise RecordingChanged(name, f"it is no longer the file that was queued ({_describe(expect, before)})")
+    reader = decoders.Reader(fh)
     try:
-        result = _decode_soundfile(reader) or _decode_av(reader, name)
-    except AudioError:
-        if reader.error is None:
+        try:
+            result = _run_decoders(reader, name, max_duration_s)
+        except AudioError as exc:  # a file rewritten while it was read fails for that reason
+            _check_unchanged(name, before, reader, cause=exc)
             raise
-    except OSError as exc:  # raised by our own file object rather than by a codec
-        raise _read_failure(name, exc) from exc
-    except Exception as exc:  # a decoder bug or an exotic stream: still one clear error per file
-        raise AudioError(name, f"decoder failed: {type(exc).__name__}: {exc}") from exc
+        _check_unchanged(name, before, reader)
     finally:
         reader.really_close()
-    if reader.error is not None:  # the libraries took the failed read for an end of file
-        raise _read_failure(name, reader.error) from reader.error
-    assert result is not None  # _decode_av returns or raises
 
     samples, src_rate, src_channels, codec, declared, trusted = result
     if samples.size == 0:
@@ -125,18 +129,56 @@ def decode_audio(path: str | os.PathLike[str]) -> DecodedAudio:
     )
 
 
-def probe_duration(path: str | os.PathLike[str]) -> float | None:
-    """Duration in seconds from the container headers, without decoding (for ETAs).
+def _run_decoders(reader: Any, name: str, max_duration_s: float | None) -> Any:
+    """libsndfile, else FFmpeg; every failure mapped to one AudioError."""
+    from scribed.media import decoders
 
-    May be an estimate (e.g. from the bitrate); ``None`` if unknown. Never raises.
+    max_samples = None if max_duration_s is None else int(max_duration_s * SAMPLE_RATE)
+    try:
+        result = decoders.decode_soundfile(reader, max_samples) or decoders.decode_av(reader, name, max_samples)
+    except decoders.TooLong as exc:
+        assert max_duration_s is not None
+        length = (f"{_span(exc.seconds, 1)} long" if exc.declared
+                  else f"longer than {_span(max_duration_s)} (decoding stopped there)")
+        raise AudioError(name, f"recording is {length}; the limit is transcription.max_duration_s = "
+                               f"{_span(max_duration_s)}") from None
+    except AudioError:
+        if reader.error is None:
+            raise
+        result = None
+    except OSError as exc:  # raised by our own file object rather than by a codec
+        raise _read_failure(name, exc) from exc
+    except Exception as exc:  # a decoder bug or an exotic stream: still one clear error per file
+        raise AudioError(name, f"decoder failed: {type(exc).__name__}: {exc}") from exc
+    if reader.error is not None:  # the libraries took the failed read for an end of file
+        raise _read_failure(name, reader.error) from reader.error
+    return result
+
+
+def _check_unchanged(name: str, before: os.stat_result, reader: Any, cause: Exception | None = None) -> None:
+    """RecordingChanged if the opened file's size or mtime moved while it was read."""
+    try:
+        after = os.fstat(reader.fileno())
+    except (OSError, ValueError):  # the descriptor is gone; the read error says what happened
+        return
+    if not FileIdentity.of(before).same_file(after):
+        raise RecordingChanged(name, f"it was modified while it was read ({_describe(before, after)})") from cause
+
+
+def probe_duration(path: str | os.PathLike[str]) -> float | None:
+    """Duration in seconds from the container headers, without decoding (for ETAs and limits).
+
+    May be an estimate (e.g. from the bitrate); ``None`` if unknown, and for anything that is not
+    a regular file (links are not followed). Never raises.
     """
+    from scribed.media import decoders
+
     name = os.fspath(path)
     try:
-        if not os.path.isfile(name):  # opening a FIFO would block forever
-            return None
-        with open(name, "rb") as fh:
+        fh, _ = _open_checked(name)
+        with fh:
             if fh.read(4) == b"RIFF":
-                wav = _wav_declared_seconds(fh)
+                wav = decoders.wav_declared_seconds(fh)
                 if wav:
                     return wav
             fh.seek(0)
@@ -155,273 +197,64 @@ def probe_duration(path: str | os.PathLike[str]) -> float | None:
 
 # --------------------------------------------------------------------------------------- internals
 
-# samples, source rate, source channels, codec, declared duration, whether that duration is exact
-_Result = tuple[np.ndarray, int, int, str, float | None, bool]
-
-
-class _Reader(io.RawIOBase):
-    """File wrapper that remembers the first I/O error and reports it as end of file.
-
-    soundfile's callbacks swallow exceptions and PyAV's re-raise them at odd places, so we record
-    the error ourselves and turn it into one clear AudioError after decoding. ``close`` is a no-op
-    because PyAV closes the file object it is given; :meth:`really_close` releases the handle.
-    """
-
-    def __init__(self, fh: BinaryIO) -> None:
-        super().__init__()
-        self._fh = fh
-        self.error: OSError | None = None
-
-    def readable(self) -> bool:  # PyAV and soundfile both ask
-        return True
-
-    seekable = readable
-
-    def readinto(self, buffer: Any) -> int:
-        if self.error is not None:
-            return 0
-        try:
-            return self._fh.readinto(buffer)  # type: ignore[attr-defined]
-        except OSError as exc:
-            self.error = exc
-            return 0
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-    def close(self) -> None:
-        pass
-
-    def really_close(self) -> None:
-        self._fh.close()
-
 
 def _open_file(name: str) -> BinaryIO:
-    """Open ``name`` for reading (a seam so tests can make the file vanish mid-read)."""
-    return open(name, "rb", buffering=1 << 16)
+    """Open ``name`` for reading without following a link (a seam so tests can make reads fail)."""
+    return os.fdopen(os.open(name, _OPEN_FLAGS), "rb", buffering=1 << 16)
 
 
-def _open_checked(name: str) -> BinaryIO:
+def _open_checked(name: str) -> tuple[BinaryIO, os.stat_result]:
+    """The opened file and its fstat, or AudioError: everything is judged on the descriptor."""
     try:
-        st = os.stat(name)
+        fh = _open_file(name)
     except OSError as exc:
         raise AudioError(name, _os_reason(exc, missing="file not found")) from None
-    if stat.S_ISDIR(st.st_mode):
-        raise AudioError(name, "is a directory, not a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise AudioError(name, "not a regular file")
-    if st.st_size == 0:
-        raise AudioError(name, "empty file (0 bytes)")
     try:
-        return _open_file(name)
-    except OSError as exc:  # it existed a moment ago
+        st = os.fstat(fh.fileno())
+    except OSError as exc:
+        fh.close()
         raise AudioError(name, _os_reason(exc, missing="file vanished while reading")) from None
+    reason = None
+    if stat.S_ISDIR(st.st_mode):
+        reason = "is a directory, not a file"
+    elif not stat.S_ISREG(st.st_mode):
+        reason = "not a regular file"
+    elif st.st_size == 0:
+        reason = "empty file (0 bytes)"
+    if reason:
+        fh.close()
+        raise AudioError(name, reason)
+    return fh, st
+
+
+def _describe(old: FileIdentity | os.stat_result, new: os.stat_result) -> str:
+    old_id = old if isinstance(old, FileIdentity) else FileIdentity.of(old)
+    new_id = FileIdentity.of(new)
+    if (old_id.dev, old_id.ino) != (new_id.dev, new_id.ino):
+        return "another file now has its name"
+    return f"size {old_id.size} -> {new_id.size} bytes" if old_id.size != new_id.size else "modification time changed"
+
+
+def _span(seconds: float, digits: int | None = None) -> str:
+    """A length in the largest fitting unit: "10.0 h", "6 h", "90 s"."""
+    value, unit = ((seconds / 3600, "h") if seconds >= 3600 else (seconds / 60, "min") if seconds >= 60
+                   else (seconds, "s"))
+    return f"{value:.{digits}f} {unit}" if digits is not None else f"{round(value, 2):g} {unit}"
 
 
 def _os_reason(exc: OSError, missing: str) -> str:
+    import errno
+
     if isinstance(exc, FileNotFoundError):
         return missing
     if isinstance(exc, PermissionError):
         return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "is a symbolic link (scribed never follows links in a watched folder)"
     return f"cannot read file: {exc.strerror or exc}"
 
 
 def _read_failure(name: str, exc: OSError) -> AudioError:
-    if not os.path.exists(name):
+    if not os.path.lexists(name):
         return AudioError(name, "file vanished while reading")
     return AudioError(name, f"read error: {exc.strerror or exc}")
-
-
-class _MonoResampler:
-    """Collects mono chunks at any source rate and streams them through soxr to 16 kHz."""
-
-    def __init__(self) -> None:
-        self._out: list[np.ndarray] = []
-        self._pending: list[np.ndarray] = []
-        self._pending_len = 0
-        self._rate = 0
-        self._stream: Any = None
-
-    def add(self, mono: np.ndarray, rate: int) -> None:
-        if rate != self._rate:  # a mid-stream rate change (rare, but FFmpeg allows it)
-            self._drain(last=True)
-            self._rate = rate
-            if rate != SAMPLE_RATE:
-                import soxr
-
-                self._stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
-            else:
-                self._stream = None
-        self._pending.append(mono)
-        self._pending_len += len(mono)
-        if self._pending_len >= rate:  # resample in ~1 s batches, not per tiny codec frame
-            self._drain(last=False)
-
-    def finish(self) -> np.ndarray:
-        self._drain(last=True)
-        return np.concatenate([np.zeros(0, np.float32), *self._out]).astype(np.float32, copy=False)
-
-    def _drain(self, last: bool) -> None:
-        chunk = np.concatenate([np.zeros(0, np.float32), *self._pending]).astype(np.float32, copy=False)
-        self._pending, self._pending_len = [], 0
-        if self._stream is not None:
-            chunk = self._stream.resample_chunk(chunk, last=last)
-        if chunk.size:
-            self._out.append(chunk)
-
-
-def _decode_soundfile(reader: _Reader) -> _Result | None:
-    """Decode a lossless PCM container with libsndfile; ``None`` to let FFmpeg try instead."""
-    reader.seek(0)
-    magic = reader.read(4)
-    if magic not in _SOUNDFILE_MAGIC:  # sniff first: libsndfile's MP3 path is noisy and unreliable
-        return None
-    wav_declared = _wav_declared_seconds(reader) if magic == b"RIFF" else None
-    reader.seek(0)
-    import soundfile as sf
-
-    try:
-        snd = sf.SoundFile(reader)
-    except Exception:  # damaged header or unusual variant: FFmpeg gets its turn
-        return None
-    with snd:
-        if snd.format not in _SOUNDFILE_FORMATS or snd.channels < 1 or snd.samplerate < 1:
-            return None
-        sink = _MonoResampler()
-        try:
-            for block in snd.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                sink.add(block[:, 0] if snd.channels == 1 else block.mean(axis=1), snd.samplerate)
-        except Exception:  # e.g. "flac decoder lost sync": FFmpeg skips bad frames and goes on
-            return None
-        declared = wav_declared or (snd.frames / snd.samplerate if snd.frames > 0 else None)
-        codec = "flac" if snd.format == "FLAC" else _SOUNDFILE_CODECS.get(snd.subtype, snd.subtype.lower())
-        if snd.format in ("AIFF", "CAF") and snd.endian != "LITTLE" and codec.endswith("le"):
-            codec = codec[:-2] + "be"
-        return sink.finish(), snd.samplerate, snd.channels, codec, declared, True
-
-
-def _decode_av(reader: _Reader, name: str) -> _Result:
-    """Decode the first audio stream with FFmpeg, skipping undecodable packets."""
-    import av
-
-    reader.seek(0)
-    try:
-        container = av.open(reader, mode="r", metadata_errors="replace")
-    except av.FFmpegError as exc:
-        raise AudioError(name, _unopenable_reason(reader)) from exc
-    with container:
-        if not container.streams.audio:
-            raise AudioError(name, "no audio track")
-        stream = container.streams.audio[0]
-        codec_ctx = stream.codec_context
-        if codec_ctx is None or codec_ctx.codec is None:
-            raise AudioError(name, "unsupported audio codec")
-        codec = codec_ctx.codec.canonical_name or codec_ctx.name
-        sink = _MonoResampler()
-        src_rate = src_channels = 0
-        good = bad = 0
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError:  # one corrupt packet must not cost the whole recording
-                    bad += 1
-                    continue
-                good += 1
-                for frame in frames:
-                    rate = frame.sample_rate or codec_ctx.sample_rate
-                    src_rate, src_channels = src_rate or rate, src_channels or frame.layout.nb_channels
-                    sink.add(_frame_to_mono(frame), rate)
-        except av.FFmpegError:  # damaged container: keep what we have and judge the length below
-            pass
-        samples = sink.finish()
-        declared = None
-        if stream.duration and stream.time_base:
-            declared = float(stream.duration * stream.time_base)
-        elif container.duration:
-            declared = container.duration / av.time_base
-        demuxers = set(container.format.name.split(","))
-    if samples.size == 0 and bad:
-        raise AudioError(name, f"corrupt audio data ({bad} undecodable packets, nothing decoded)")
-    if bad > good:
-        raise AudioError(name, f"corrupt audio data ({bad} of {good + bad} packets undecodable)")
-    trusted = bool(demuxers & _EXACT_DURATION_DEMUXERS) or ("mp3" in demuxers and _mp3_has_toc(reader))
-    return samples, src_rate or codec_ctx.sample_rate, src_channels, codec, declared, trusted
-
-
-def _frame_to_mono(frame: Any) -> np.ndarray:
-    """Average the channels of one decoded frame into float32 in [-1, 1]."""
-    fmt = frame.format
-    channels = frame.layout.nb_channels or 1
-    data = frame.to_ndarray()
-    if not fmt.is_planar:  # packed frames come back as (1, samples * channels), interleaved
-        data = data.reshape(-1, channels).T
-    kind = fmt.name.rstrip("p")
-    if kind in ("flt", "dbl"):
-        data = data.astype(np.float32, copy=False)
-    elif kind == "u8":
-        data = (data.astype(np.float32) - 128.0) / 128.0
-    else:
-        data = (data / _INT_SCALE[kind]).astype(np.float32)
-    return data[0] if channels == 1 else data.mean(axis=0)
-
-
-def _unopenable_reason(reader: _Reader) -> str:
-    reader.seek(0)
-    head = reader.read(12)
-    if head[4:8] == b"ftyp":  # an MP4 whose index (moov box) is missing, typically a partial copy
-        return "truncated or damaged MP4/M4A file (no playable index)"
-    return "not a recognised audio or video format (or the file is damaged)"
-
-
-def _wav_declared_seconds(fh: Any) -> float | None:
-    """Length a PCM RIFF/WAVE header promises; ``None`` when it says nothing usable.
-
-    libsndfile and FFmpeg both quietly shrink the length to what is on disk, so the header is the
-    only way to notice a half-copied WAV.
-    """
-    fh.seek(0)
-    head = fh.read(12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    pos, rate, block_align, pcm = 12, 0, 0, False
-    for _ in range(64):  # a real WAV has a handful of chunks; stop walking garbage quickly
-        fh.seek(pos)
-        chunk = fh.read(8)
-        if len(chunk) < 8:
-            return None
-        size = int.from_bytes(chunk[4:8], "little")
-        if chunk[:4] == b"fmt ":
-            fmt = fh.read(16)
-            if len(fmt) < 16:
-                return None
-            pcm = int.from_bytes(fmt[0:2], "little") in (1, 3, 0xFFFE)  # PCM, float, extensible
-            rate = int.from_bytes(fmt[4:8], "little")
-            block_align = int.from_bytes(fmt[12:14], "little")
-        elif chunk[:4] == b"data":
-            # 0 and ~4 GiB are placeholders written by recorders that never patched the header.
-            if not (pcm and rate and block_align) or size == 0 or size >= 0xFFFF0000:
-                return None
-            return size / block_align / rate
-        pos += 8 + size + (size & 1)
-    return None
-
-
-def _mp3_has_toc(reader: _Reader) -> bool:
-    """Whether an MP3 carries a Xing/Info/VBRI header, i.e. an exact length rather than a guess."""
-    reader.seek(0)
-    head = reader.read(10)
-    offset = 0
-    if len(head) == 10 and head[:3] == b"ID3":  # skip the ID3v2 tag (synchsafe size)
-        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F
-        offset = 10 + size + (10 if head[5] & 0x10 else 0)
-    reader.seek(offset)
-    data = reader.read(8192)
-    for i in range(len(data) - 1):
-        if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0:  # first frame sync
-            window = data[i : i + 200]
-            return any(tag in window for tag in (b"Xing", b"Info", b"VBRI"))
-    return False

@@ -1,4 +1,11 @@
-"""Which file system a path is on (network file systems are watched by polling)."""
+"""Which file system a path is on (network file systems are watched by polling).
+
+Contract: :func:`filesystem_type` answers from the mount table (``/proc/self/mounts``, or text in
+the same format), by the longest mount point that contains the path, the later of two mounts on
+one point winning; "unknown" when the table cannot be read. :func:`is_network_filesystem` says
+whether inotify can be trusted there (it cannot on NFS, SMB, FUSE network mounts...).
+:func:`existing_ancestor` is the nearest existing folder of a path that may not exist yet.
+"""
 
 from __future__ import annotations
 
@@ -45,11 +52,13 @@ def filesystem_type(path: Path, *, mounts_text: str | None = None) -> str:
 
 
 def is_network_filesystem(path: Path, *, mounts_text: str | None = None) -> bool:
+    """True for the file systems in :data:`NETWORK_FILESYSTEMS` and any nfs*/smb*/cifs* variant."""
     fstype = filesystem_type(path, mounts_text=mounts_text)
     return fstype in NETWORK_FILESYSTEMS or fstype.startswith(("nfs", "smb", "cifs"))
 
 
-def _existing_ancestor(path: Path) -> Path:
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (``/`` at worst)."""
     while not path.exists() and path != path.parent:
         path = path.parent
     return path

@@ -5,9 +5,11 @@ Contract:
   ``AF_UNIX`` and every name lookup, raising :class:`~scribed.errors.NetworkBlockedError` (an
   ``OSError``, so libraries treat it as "no network"). It sees Python-level sockets only; native
   code calling libc directly is stopped by the systemd unit (``PrivateNetwork=``,
-  ``RestrictAddressFamilies=``), not here. The audit hook does not survive exec, so every
-  process that touches audio must install it itself.
+  ``RestrictAddressFamilies=``), not here. The audit hook does not survive exec: every
+  process that touches audio installs it itself (:func:`scribed.system.harden.harden_process`),
+  and hardening refuses to start child processes, which would run unguarded.
 - :func:`network_self_test` reads the routing table (sending nothing) and reports.
+- :func:`caller_outside` names the code responsible for a refused call (shared with harden).
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ _STDLIB_DIR = os.path.dirname(socket.__file__) + os.sep
 _QUIET_PROBES = frozenset({("urllib3/util/connection.py", "_has_ipv6")})
 
 
+def caller_outside(*skip: str) -> tuple[str, str, int]:
+    """(last three parts of the file, function, line) of the innermost frame that is neither in
+    the standard library nor in one of the files ``skip``: the useful hint for a refused call."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith((_STDLIB_DIR, __file__, *skip)):
+        frame = frame.f_back
+    if frame is None:
+        return ("?", "?", 0)
+    return ("/".join(Path(frame.f_code.co_filename).parts[-3:]), frame.f_code.co_name, frame.f_lineno)
+
+
 def _family(family: Any) -> str:
     try:
         return socket.AddressFamily(family).name
@@ -59,12 +72,7 @@ def _refuse(detail: str) -> None:
     if not getattr(_reporting, "active", False):
         _reporting.active = True
         try:
-            frame = sys._getframe(2)
-            while frame is not None and frame.f_code.co_filename.startswith((_STDLIB_DIR, __file__)):
-                frame = frame.f_back
-            where = ("?", "?", 0) if frame is None else (
-                "/".join(Path(frame.f_code.co_filename).parts[-3:]), frame.f_code.co_name, frame.f_lineno
-            )
+            where = caller_outside(__file__)
             detail = f"{detail} (from {where[0]}:{where[2]})"
             if where[:2] in _QUIET_PROBES:
                 logger.debug("network blocked (probe): {}", detail)

@@ -1,4 +1,10 @@
-"""The private temporary folder (0700) for intermediates in ``tmpfs`` mode."""
+"""The private temporary folder (0700) for intermediates in ``tmpfs`` mode.
+
+Contract: :class:`PrivateTempDir` is a real folder (not a symlink) owned by this user, mode
+0700, outside (and not containing) every watched folder and not on a network file system; by
+default ``$XDG_RUNTIME_DIR/scribed`` (:func:`scribed.system.files.runtime_dir`). Only
+``scribed-*`` files it created live there; they are securely deleted after use and after a crash.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,8 @@ from pathlib import Path
 from loguru import logger
 
 from scribed.errors import ConfigError
-from scribed.system.files import secure_delete
-from scribed.system.fstype import _existing_ancestor, filesystem_type, is_network_filesystem
+from scribed.system import files
+from scribed.system.fstype import existing_ancestor, filesystem_type, is_network_filesystem
 
 TEMP_PREFIX = "scribed-"
 
@@ -22,16 +28,13 @@ def _temp_dir_error(problem: str) -> ConfigError:
 
 
 def _default_temp_base() -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
-        return Path(runtime) / "scribed"
-    fallback = Path(f"/run/user/{os.getuid()}")
-    if fallback.is_dir():
-        return fallback / "scribed"
-    raise _temp_dir_error(
-        f"expected a path: $XDG_RUNTIME_DIR is not set and {fallback} does not exist, so there is no"
-        " private tmpfs to default to"
-    )
+    runtime = files.runtime_dir()
+    if runtime is None:
+        raise _temp_dir_error(
+            f"expected a path: $XDG_RUNTIME_DIR is not set and /run/user/{os.getuid()} does not exist, so there is"
+            " no private tmpfs to default to"
+        )
+    return runtime / "scribed"
 
 
 class PrivateTempDir:
@@ -46,8 +49,8 @@ class PrivateTempDir:
                     f"expected a folder outside (and not containing) the watched folder {str(folder)!r},"
                     f" got {str(path)!r}"
                 )
-        fstype = filesystem_type(_existing_ancestor(resolved))
-        if is_network_filesystem(_existing_ancestor(resolved)):
+        fstype = filesystem_type(existing_ancestor(resolved))
+        if is_network_filesystem(existing_ancestor(resolved)):
             raise _temp_dir_error(f"expected a local folder, got {str(path)!r} on a {fstype} network mount")
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -81,16 +84,20 @@ class PrivateTempDir:
         path = Path(path)
         if path.parent.resolve() != self.path.resolve():
             raise ValueError(f"{str(path)!r} is not inside the private temp dir {str(self.path)!r}")
-        secure_delete(path, self.passes)
+        files.secure_delete(path, self.passes)
 
     def wipe_stale(self) -> int:
         """Securely delete every ``scribed-*`` file left by a crash; returns how many."""
         count = 0
-        with os.scandir(self.path) as entries:
-            for entry in entries:
-                if entry.name.startswith(TEMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
-                    secure_delete(Path(entry.path), self.passes)
-                    count += 1
+        dir_fd = files.open_dir(self.path)
+        try:
+            with os.scandir(dir_fd) as entries:
+                for entry in entries:
+                    if entry.name.startswith(TEMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
+                        files.secure_delete_at(dir_fd, entry.name, self.passes, hardlinked="overwrite")
+                        count += 1
+        finally:
+            os.close(dir_fd)
         if count:
             logger.info("wiped {} stale temporary file(s) from {}", count, self.path)
         return count

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from scribed.config import Config, load_config, xdg_dir
 from scribed.errors import ScribedError
+from scribed.system import files
 
 UNIT_NAME = "scribed.service"
 ACTIONS = ("install", "uninstall", "status")
@@ -130,10 +131,11 @@ def _user_manager_problem(systemctl: str) -> str | None:
     """Why ``systemctl --user`` cannot be used here, or None if it can."""
     if shutil.which(systemctl) is None:
         return f"systemd is not available here (no `{systemctl}` on PATH)"
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    runtime = files.runtime_dir()
     if _run([systemctl, "--user", "show", "--property=Version"], check=False, quiet=True) != 0:
+        where = f"{runtime}/systemd/private is not answering" if runtime else "no $XDG_RUNTIME_DIR"
         return (
-            f"cannot talk to a systemd user manager ({runtime}/systemd/private is not answering): "
+            f"cannot talk to a systemd user manager ({where}): "
             "log in through a systemd session, or run `scribed run` under your own supervisor"
         )
     return None
@@ -167,11 +169,8 @@ def _install(config_path: Path | None, unit_file: Path, systemctl: str, dry_run:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             print(f"created {path}")
     was_active = _run([systemctl, "--user", "is-active", "--quiet", UNIT_NAME], check=False, quiet=True) == 0
-    unit_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = unit_file.with_name(f".{unit_file.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, unit_file)  # atomic: the manager never reads a half-written unit
+    # Atomic: the manager never reads a half-written unit. Replacing our earlier unit is the point.
+    files.write_file(unit_file, text.encode("utf-8"), 0o644, overwrite=True)
     print(f"wrote {unit_file}")
     steps = [["daemon-reload"], ["enable", "--now", UNIT_NAME]]
     if was_active:

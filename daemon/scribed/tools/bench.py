@@ -3,17 +3,17 @@
 Contract:
 - What is timed is the code of ``scribed transcribe`` and the daemon: bench recordings are WAV
   files that :func:`scribed.engine.runner.transcribe_files` decodes, segments, batches (longest first,
-  across files) and transcribes with :class:`scribed.transcribe.Pipeline` on an
+  across files) and transcribes with :class:`scribed.engine.pipeline.Pipeline` on an
   :class:`scribed.engine.qwen3.AsrEngine`, writing a .txt each. Wall time covers all of that.
 - Without ``--model`` the weights are random (the real 0.6B/1.7B architectures, built once into
-  ``$XDG_CACHE_HOME/scribed/bench/<size>-tf<transformers version>`` and reused; build time is
+  ``$XDG_CACHE_HOME/scribed/bench/<size>-<dtype>-tf<transformers version>`` and reused; build time is
   reported apart from load time). Random weights never stop sensibly, so every chunk generates
-  exactly the fixed budget the pipeline derives from :data:`TOKENS_PER_AUDIO_S` (also with
-  ``--model``, so figures stay comparable). The tokenizer files come from
-  ``$SCRIBED_TOKENIZER_DIR`` or ``../shared/data/models/qwen3-asr-0.6b-nonweights`` beside the repo;
-  missing files are a :class:`~scribed.errors.ModelError` (exit 2) saying where to point it.
-- Recordings are real speech clips from ``../shared/data/speech`` joined with pauses, or
-  speech-like noise bursts when the clips are absent (``report["audio"]`` says which).
+  exactly :data:`TOKENS_PER_AUDIO_S` tokens per second of the longest chunk of each model call
+  (also with ``--model``, so figures stay comparable): :class:`BenchEngine` sets
+  ``ChunkRequest.min_new_tokens``/``max_new_tokens`` on the requests the pipeline sends, so the
+  production options carry no benchmark knob.
+- Inputs (tokenizer, checkpoints, recordings) come from :mod:`scribed.tools.benchdata`, never
+  from paths relative to the source tree; the tokenizer folder is ``--tokenizer DIR``.
 - Scenarios: ``memo`` (one short recording: latency), ``long`` (one long recording), ``backlog``
   (several recordings transcribed together: throughput) and ``batched_speedup`` (the memo again
   with batch size 1; ratio of wall times). ``SCRIBED_BENCH_DURATIONS="memo=60,long=600,backlog=300"``
@@ -22,7 +22,8 @@ Contract:
   Keys: date, scribed, python, torch, transformers, cpu, threads, loadavg_before/after, audio,
   tokens_per_audio_s, quick, models[] with architecture, path, random_weights, device, dtype,
   parameters, build_s, load_s, warmup_s, batch_size, scenarios{name: row}, batched_speedup (its
-  ratio is None when the memo is a single chunk). See :func:`run_scenario` for a row's keys.
+  ratio is None when the memo is a single chunk). See :func:`run_scenario` for a row's keys
+  (plus ``segment_s``: chunk planning alone, the speed ``media.segment`` is judged by).
   No time thresholds anywhere: this measures, it does not judge.
 """
 
@@ -35,7 +36,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -47,20 +47,19 @@ import numpy as np
 from loguru import logger
 
 from scribed import __version__
-from scribed.config import Config, xdg_dir
+from scribed.config import Config
 from scribed.engine.pipeline import Pipeline
-from scribed.engine.types import ChunkRequest, ChunkResult, TranscribeOptions
-from scribed.errors import ModelError, ScribedError, TranscriptionError, UsageError
-from scribed.media.audio import SAMPLE_RATE, decode_audio
+from scribed.engine.types import ChunkRequest, ChunkResult, Engine, TranscribeOptions
+from scribed.errors import TranscriptionError, UsageError
+from scribed.media import segment
+from scribed.media.audio import SAMPLE_RATE
+from scribed.tools.benchdata import make_recording, random_checkpoint, speech_clips, tokenizer_dir, write_wav
 
 # Text tokens generated per second of audio. Conversational English runs ~2.5 words/s, about
 # 3.3 tokens/s with Qwen's BPE; Mandarin ~4 characters/s, 3-4 tokens/s (frequent words are one
 # token). 4/s is a slightly pessimistic meeting; the pipeline applies it to the longest chunk
 # of each round, so a round of 30 s chunks generates 120 tokens per chunk.
 TOKENS_PER_AUDIO_S = 4.0
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data"
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
 
 
 @dataclass(frozen=True)
@@ -97,109 +96,59 @@ def durations_from(args: argparse.Namespace, env: str | None) -> Durations:
     return Durations(values["memo"], values["long"], values["backlog"], count)
 
 
-# -- inputs ----------------------------------------------------------------------------------------
-
-
-def tokenizer_dir() -> Path:
-    """Where the Qwen3-ASR tokenizer files are, or a ModelError that says how to provide them."""
-    env = os.environ.get("SCRIBED_TOKENIZER_DIR")
-    candidates = [Path(env).expanduser()] if env else [SHARED / "models" / "qwen3-asr-0.6b-nonweights"]
-    for path in candidates:
-        if all((path / name).is_file() for name in TOKENIZER_FILES):
-            return path
-    raise ModelError(
-        f"the random-weight benchmark needs the Qwen3-ASR tokenizer files ({', '.join(TOKENIZER_FILES)}); "
-        f"none found in {', '.join(map(str, candidates))}. Set SCRIBED_TOKENIZER_DIR to a folder holding "
-        "them (any Qwen3-ASR checkpoint folder does), or benchmark a real checkpoint with --model DIR|ID"
-    )
-
-
-def random_checkpoint(size: str, tokenizer: Path) -> tuple[Path, float | None]:
-    """The cached random-weight checkpoint of ``size`` and its build seconds (None when reused)."""
-    import transformers
-
-    from scribed.engine.qwen3 import build_random_checkpoint
-
-    out = xdg_dir("XDG_CACHE_HOME", ".cache") / "scribed" / "bench" / f"{size}-tf{transformers.__version__}"
-    if (out / "scribed-random-weights.json").is_file():  # written last by build_random_checkpoint
-        return out, None
-    logger.info("building a random-weight {} checkpoint in {} (once)", size, out)
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    start = time.perf_counter()
-    try:
-        build_random_checkpoint(tmp, tokenizer, size=size)
-        if not (out / "scribed-random-weights.json").is_file():  # else a concurrent bench won the race
-            shutil.rmtree(out, ignore_errors=True)  # an incomplete earlier build
-            tmp.rename(out)  # atomic: a concurrent bench sees either nothing or a whole checkpoint
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out, time.perf_counter() - start
-
-
-def speech_clips() -> list[np.ndarray]:
-    """Every readable clip of the shared speech manifest, decoded to 16 kHz mono."""
-    manifest = SHARED / "speech" / "manifest.jsonl"
-    if not manifest.is_file():
-        return []
-    clips = []
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        try:
-            clips.append(decode_audio(SHARED / json.loads(line)["file"]).samples)
-        except (ValueError, KeyError, ScribedError):
-            continue
-    return clips
-
-
-def synthetic_clip(rng: np.random.Generator) -> np.ndarray:
-    """2-12 s of speech-like noise: low-passed noise in syllable-rate (~4 Hz) bursts."""
-    n = int(rng.uniform(2.0, 12.0) * SAMPLE_RATE)
-    noise = np.convolve(rng.standard_normal(n), np.ones(8) / 8, mode="same")
-    t = np.arange(n) / SAMPLE_RATE
-    envelope = np.clip(np.sin(2 * np.pi * rng.uniform(3.0, 5.0) * t + rng.uniform(0, 6.3)), 0, None)
-    return (0.3 * noise * envelope).astype(np.float32)
-
-
-def make_recording(seconds: float, clips: Sequence[np.ndarray], seed: int) -> np.ndarray:
-    """``seconds`` of clips in shuffled order with sentence-like pauses (mostly < 2 s, some long)."""
-    rng = np.random.default_rng(seed)
-    target = int(seconds * SAMPLE_RATE)
-    parts: list[np.ndarray] = []
-    total = 0
-    while total < target:
-        clip = clips[rng.integers(len(clips))] if clips else synthetic_clip(rng)
-        pause = rng.choice([0.3, 0.6, 1.0, 1.5, 4.0], p=[0.3, 0.3, 0.2, 0.1, 0.1])
-        # room tone at about -60 dBFS rather than digital silence, as a real recording has
-        parts += [(rng.standard_normal(int(pause * SAMPLE_RATE)) * 1e-3).astype(np.float32), clip]
-        total += parts[-2].size + clip.size
-    return np.concatenate(parts)[:target]
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    import soundfile
-
-    soundfile.write(path, np.clip(samples, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
-    return path
-
-
 # -- measuring -------------------------------------------------------------------------------------
 
 
-class CountingEngine:
-    """Passes everything to the real engine; counts chunks, batches and generated tokens."""
+class BenchEngine:
+    """An :class:`~scribed.engine.types.Engine` around the real one: fixes the work and counts it.
 
-    def __init__(self, engine: Any) -> None:
+    Every request of a ``run`` call generates exactly ``tokens_per_s`` tokens per second of the
+    call's longest chunk (``min_new_tokens`` = ``max_new_tokens``), so random weights do a
+    realistic amount of decoding and runs stay comparable; chunks, batches and tokens are counted.
+    """
+
+    def __init__(self, engine: Engine, tokens_per_s: float) -> None:
         self.engine = engine
+        self.tokens_per_s = tokens_per_s
         self.name: str = engine.name
         self.chunks = self.batches = self.tokens = 0
 
+    @property
+    def loaded(self) -> bool:
+        return self.engine.loaded
+
+    @property
+    def device_name(self) -> str:
+        return self.engine.device_name
+
+    @property
+    def load_seconds(self) -> float:
+        return self.engine.load_seconds
+
+    def load(self) -> None:
+        self.engine.load()
+
+    def unload(self) -> None:
+        self.engine.unload()
+
+    def peak_memory_bytes(self) -> int | None:
+        return self.engine.peak_memory_bytes()
+
+    def fixed_requests(self, requests: Sequence[ChunkRequest]) -> list[ChunkRequest]:
+        if not requests:
+            return []
+        longest = max(len(r.audio) for r in requests) / SAMPLE_RATE
+        tokens = max(1, round(longest * self.tokens_per_s))
+        return [dataclasses.replace(r, min_new_tokens=tokens, max_new_tokens=tokens) for r in requests]
+
     def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
-            on_done: Callable[[int], None] | None = None, fixed_tokens: int | None = None) -> list[ChunkResult]:
+            on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
         def done(n: int) -> None:
             self.batches += 1
             if on_done:
                 on_done(n)
 
-        results = self.engine.run(requests, batch_size, on_done=done, fixed_tokens=fixed_tokens)
+        results = self.engine.run(self.fixed_requests(requests), batch_size, on_done=done)
         self.chunks += len(results)
         self.tokens += sum(r.tokens for r in results)
         return results
@@ -219,11 +168,12 @@ def _reset_peaks(engine: Any) -> str:
         return "process"
 
 
-def run_scenario(engine: Any, paths: Sequence[Path], options: TranscribeOptions, out_dir: Path) -> dict[str, Any]:
+def run_scenario(engine: Any, paths: Sequence[Path], options: TranscribeOptions, out_dir: Path, *,
+                 tokens_per_s: float = TOKENS_PER_AUDIO_S) -> dict[str, Any]:
     """Transcribe ``paths`` together exactly as ``scribed transcribe`` does; one report row."""
     from scribed.engine.runner import OutputSpec, transcribe_files
 
-    counter = CountingEngine(engine)
+    counter = BenchEngine(engine, tokens_per_s)
     scope = _reset_peaks(engine)
     cpu_start = _cpu_seconds()
     start = time.perf_counter()
@@ -256,15 +206,24 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
     engine.load()
     logger.info("{}: loaded on {} in {:.1f} s", architecture, engine.device_name, engine.load_seconds)
 
+    segment_s: dict[str, float] = {}
+
     def recordings(name: str, seconds: float, count: int = 1) -> list[Path]:
+        """The scenario's WAV files; also times chunk planning on them (it is part of wall time too)."""
         base = {"warmup": 0, "memo": 1000, "long": 2000, "backlog": 3000}[name]  # fixed seeds: same audio each run
-        return [write_wav(workdir / f"{name}-{i}.wav", make_recording(seconds, clips, seed=base + i))
-                for i in range(count)]
+        paths = []
+        segment_s[name] = 0.0
+        for i in range(count):
+            samples = make_recording(seconds, clips, seed=base + i)
+            start = time.perf_counter()
+            segment.plan_chunks(samples, SAMPLE_RATE, segment.SegmentOptions(max_chunk_s=options.max_chunk_s))
+            segment_s[name] += time.perf_counter() - start
+            paths.append(write_wav(workdir / f"{name}-{i}.wav", samples))
+        return paths
 
     # A short recording through the whole path first, so one-off set-up (kernels, allocator,
     # lazy imports) is not charged to the first scenario. The daemon pays it once per load.
-    short = dataclasses.replace(options, fixed_tokens_per_s=1.0)
-    warmup = run_scenario(engine, recordings("warmup", 4.0), short, workdir)["wall_s"]
+    warmup = run_scenario(engine, recordings("warmup", 4.0), options, workdir, tokens_per_s=1.0)["wall_s"]
 
     scenarios: dict[str, dict[str, Any]] = {}
     speedup: dict[str, Any] | None = None
@@ -276,6 +235,7 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
         files = recordings(name, seconds, count)
         logger.info("{}: {} ({} x {:.0f} s)...", architecture, name, count, seconds)
         scenarios[name] = run_scenario(engine, files, options, workdir)
+        scenarios[name]["segment_s"] = round(segment_s[name], 3)
         logger.info("{}: {} took {:.1f} s ({:.2f}x realtime)", architecture, name,
                     scenarios[name]["wall_s"], scenarios[name]["x_realtime"])
         if name == "memo":
@@ -307,9 +267,13 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
 
 def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     """Run the benchmark described by the ``scribed bench`` arguments; returns the report."""
+    # isort: off
+    from scribed.engine import threadenv  # noqa: F401 -- first: OpenMP's wait policy, read when torch loads
+    # isort: on
     import torch
     import transformers
 
+    from scribed.engine import qwen3
     from scribed.engine.models import resolve_model
 
     durations = durations_from(args, os.environ.get("SCRIBED_BENCH_DURATIONS"))
@@ -317,20 +281,22 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     device = args.device or ("cpu" if args.quick else cfg.model.device)
-    options = TranscribeOptions.from_config(cfg, batch_size=batch_size, fixed_tokens_per_s=TOKENS_PER_AUDIO_S)
+    options = TranscribeOptions.from_config(cfg, batch_size=batch_size)
     if args.model:
         targets = [(args.model, resolve_model(args.model, cfg.model.cache_dir), False, None)]
     else:
-        from scribed.engine.qwen3 import ARCHITECTURES
+        from scribed.engine.checkpoints import ARCHITECTURES
 
         sizes = [s.strip().lower() for s in (args.sizes or ("0.6b" if args.quick else "0.6b,1.7b")).split(",")]
         unknown = [s for s in sizes if s not in ARCHITECTURES]
         if unknown or not sizes:
             raise UsageError(f"--sizes: unknown architecture(s) {', '.join(unknown)}; use 0.6b and/or 1.7b")
-        tokenizer = tokenizer_dir()
+        tokenizer = tokenizer_dir(getattr(args, "tokenizer", None))
+        # stored in the dtype it will run in, so loading converts nothing (as a released checkpoint)
+        dtype = str(qwen3.resolve_device(device, cfg.model.dtype)[1]).removeprefix("torch.")
         targets = []
         for size in sizes:
-            path, build_s = random_checkpoint(size, tokenizer)
+            path, build_s = random_checkpoint(size, tokenizer, dtype)
             targets.append((size, path, True, build_s))
     clips = speech_clips()
     report: dict[str, Any] = {

@@ -1,15 +1,20 @@
 """FolderWatcher against real watchdog observers on real temp folders.
 
 Synchronisation: never a bare sleep. Settle/rescan timing runs on a fake clock; waiting for the
-observer threads is a bounded deadline loop on a condition. To prove that something did *not*
-happen, a zero-byte "barrier" file is created after the action and waited for: one observer
-delivers its events in order, so once the barrier is pending every earlier event was handled.
+observer and examiner threads is a bounded deadline loop on a condition. To prove that something
+did *not* happen, a zero-byte "barrier" file is created after the action and waited for: one
+observer delivers its events in order, so once the barrier is pending every earlier event was
+handled.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +26,8 @@ from watchdog.observers.inotify import InotifyEmitter
 from watchdog.observers.inotify_c import InotifyFD
 
 from scribed.config import WatchConfig
-from scribed.daemon import watcher as watcher_mod
+from scribed.daemon import observers as observers_mod
+from scribed.daemon.settle import TICK_BUDGET, Examiner, sha256_fd
 from scribed.daemon.watcher import CLOSE_SETTLE_S, FolderWatcher, Ready, is_candidate
 
 SETTLE = 5.0
@@ -58,32 +64,34 @@ class Harness:
         wait_until(step)
 
     def advance(self, seconds: float) -> list[Ready]:
-        """Move the fake clock, poll once, return what became ready in that poll."""
+        """Move the fake clock, poll, and return what became ready: what settled at this time,
+        once the examiner threads have hashed it (polling again, the clock standing still)."""
         before = len(self.ready)
         self.clock.now += seconds
         self.watcher.poll()
+        self.poll_until(lambda: self.watcher.examining() == 0)
         return self.ready[before:]
 
     def barrier(self, folder: Path) -> None:
         marker = folder / f"zz-barrier-{next(_barrier_ids)}.wav"
         marker.touch()  # zero bytes: pending, never ready
         # The only peek at internals: pending() is a count, and other files may arrive alongside.
-        self.poll_until(lambda: marker in self.watcher._pending)
+        self.poll_until(lambda: marker in self.watcher._queue)
         marker.unlink()
-        self.watcher.poll()  # a vanished file is dropped
-        assert marker not in self.watcher._pending
+        self.poll_until(lambda: marker not in self.watcher._queue)  # its deletion event drops it
 
 
 @pytest.fixture
 def make() -> Iterator[Callable[..., Harness]]:
     harnesses: list[Harness] = []
 
-    def build(*folders: Path, start: bool = True, exclude: tuple[Path, ...] = (), **overrides: object) -> Harness:
+    def build(*folders: Path, start: bool = True, exclude: tuple[Path, ...] = (), examiner: Examiner | None = None,
+              **overrides: object) -> Harness:  # fmt: skip
         settings: dict = {"settle_s": SETTLE, "rescan_interval_s": 0.0, "poll_interval_s": 0.2, **overrides}
         cfg = WatchConfig(folders=tuple(folders), **settings)
         clock = FakeClock()
         harness = Harness(watcher=None, clock=clock)  # type: ignore[arg-type]
-        harness.watcher = FolderWatcher(cfg, harness.ready.append, clock=clock, exclude=exclude)
+        harness.watcher = FolderWatcher(cfg, harness.ready.append, clock=clock, exclude=exclude, examiner=examiner)
         harnesses.append(harness)
         if start:
             harness.watcher.start()
@@ -94,12 +102,25 @@ def make() -> Iterator[Callable[..., Harness]]:
         harness.watcher.stop()
 
 
-@pytest.fixture
-def warnings_seen() -> Iterator[list[str]]:
+def _logged(level: str) -> Iterator[list[str]]:
     messages: list[str] = []
-    sink = logger.add(lambda m: messages.append(m.record["message"]), level="WARNING")
+    sink = logger.add(lambda m: messages.append(m.record["message"]), level=level)
     yield messages
     logger.remove(sink)
+
+
+@pytest.fixture
+def warnings_seen() -> Iterator[list[str]]:
+    yield from _logged("WARNING")
+
+
+@pytest.fixture
+def infos_seen() -> Iterator[list[str]]:
+    yield from _logged("INFO")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 # -- is_candidate ---------------------------------------------------------------------------------
@@ -141,7 +162,9 @@ def test_rename_into_place_reports_final_name_once(make, tmp_path: Path, temp_na
     h.poll_until(lambda: h.watcher.pending() == 1)
     assert h.advance(SETTLE - 0.1) == []
     (ready,) = h.advance(0.2)
-    assert ready == Ready(tmp_path / "rec.m4a", tmp_path, 4096, (tmp_path / "rec.m4a").stat().st_mtime_ns)
+    assert (ready.path, ready.root) == (tmp_path / "rec.m4a", tmp_path)
+    assert ready.identity.same_file(os.stat(tmp_path / "rec.m4a")) and ready.identity.size == 4096
+    assert ready.identity.sha256 == sha256(b"x" * 4096)
     h.barrier(tmp_path)
     assert h.advance(SETTLE) == [] and len(h.ready) == 1
 
@@ -159,7 +182,7 @@ def test_slow_chunked_write_waits_for_settle(make, tmp_path: Path) -> None:
             assert h.advance(SETTLE * 0.6) == []  # the size changed since the last poll: re-timed
         assert h.advance(SETTLE - 0.1) == []
         (ready,) = h.advance(0.2)
-    assert ready.size == 5000 and ready.path == target
+    assert ready.identity.size == 5000 and ready.path == target
 
 
 def test_close_after_write_shortens_settle(make, tmp_path: Path) -> None:
@@ -180,7 +203,7 @@ def test_polling_folder_detects_file(make, tmp_path: Path) -> None:
 
 
 def test_network_filesystem_polls_in_auto_mode_only(make, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(watcher_mod, "is_network_filesystem", lambda path: True)
+    monkeypatch.setattr(observers_mod, "is_network_filesystem", lambda path: True)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert make(tmp_path / "a").watcher.modes() == {tmp_path / "a": "polling"}
@@ -295,7 +318,7 @@ def test_reported_file_is_reported_again_only_when_changed(make, tmp_path: Path)
         out.write(b"more")
     h.poll_until(lambda: h.watcher.pending() == 1)
     (again,) = h.advance(SETTLE)
-    assert again.path == rec and again.size == 14
+    assert again.path == rec and again.identity.size == 14 and again.identity.sha256 == sha256(b"r" * 10 + b"more")
 
 
 def test_on_ready_failure_is_retried_at_next_rescan(tmp_path: Path) -> None:
@@ -309,14 +332,13 @@ def test_on_ready_failure_is_retried_at_next_rescan(tmp_path: Path) -> None:
     clock = FakeClock()
     (tmp_path / "r.wav").write_bytes(b"r" * 10)
     w = FolderWatcher(WatchConfig(folders=(tmp_path,), settle_s=SETTLE, rescan_interval_s=RESCAN), flaky, clock=clock)
+    h = Harness(w, clock)
     w.start()
     try:
-        clock.now += SETTLE
-        w.poll()
-        clock.now += RESCAN
-        w.poll()
-        clock.now += SETTLE
-        w.poll()
+        h.advance(SETTLE)
+        assert calls == [tmp_path / "r.wav"]
+        h.advance(RESCAN)
+        h.advance(SETTLE)
     finally:
         w.stop()
     assert calls == [tmp_path / "r.wav"] * 2
@@ -330,7 +352,7 @@ def _raise(err: int, text: str) -> Callable[..., None]:
 
 
 @pytest.mark.parametrize(("target", "attribute", "error"), [
-    (watcher_mod.Observer, "schedule", OSError(28, "inotify watch limit reached")),  # as the brief asks
+    (observers_mod.Observer, "schedule", OSError(28, "inotify watch limit reached")),  # as the brief asks
     (InotifyEmitter, "on_thread_start", OSError(28, "inotify watch limit reached")),  # where watchdog adds watches
     (InotifyFD, "_create_inotify_fd", OSError(24, "inotify instance limit reached")),  # inotify_init
 ])  # fmt: skip
@@ -371,3 +393,254 @@ def test_folder_replaced_between_rescans_is_watched_again(make, tmp_path: Path, 
     assert any("replaced or its observer stopped" in m for m in warnings_seen)
     (folder / "new.wav").write_bytes(b"n" * 10)
     h.poll_until(lambda: h.watcher.pending() == 1)
+
+
+# -- issue 10: hostile and huge folders --------------------------------------------------------------
+
+
+class GatedDigest:
+    """A hash that takes as long as the test wants: it waits for ``release`` (a deadline of 60 s
+    only turns a hang into a failure). Records the threads it ran on."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.threads: list[int] = []
+        self.timed_out = False
+
+    def __call__(self, fd: int, cancelled: Callable[[], bool]) -> str | None:
+        self.threads.append(threading.get_ident())
+        self.started.set()
+        deadline = time.monotonic() + 60
+        while not self.release.wait(0.01):  # a bounded wait on a real condition
+            if cancelled():
+                return None
+            if time.monotonic() > deadline:
+                self.timed_out = True
+                return None
+        return sha256_fd(fd, cancelled)
+
+
+def test_hashing_never_blocks_the_polling_loop(make, tmp_path: Path) -> None:
+    digest = GatedDigest()
+    h = make(tmp_path, examiner=Examiner(digest=digest))
+    rec = tmp_path / "huge.wav"
+    rec.write_bytes(b"h" * 2048)
+    h.barrier(tmp_path)  # every event of the write is in
+    h.clock.now += SETTLE
+    h.watcher.poll()  # settles: handed to the examiner
+    wait_until(digest.started.is_set)
+    for _ in range(120):  # a minute of 0.5 s heartbeats while the hash is still running
+        h.clock.now += 0.5
+        h.watcher.poll()
+    assert h.ready == [] and h.watcher.examining() == 1
+    assert digest.threads and threading.get_ident() not in digest.threads
+    digest.release.set()
+    h.poll_until(lambda: len(h.ready) == 1)
+    assert h.ready[0].identity.sha256 == sha256(b"h" * 2048) and not digest.timed_out
+
+
+def test_content_changed_while_hashing_settles_again(make, tmp_path: Path) -> None:
+    digest = GatedDigest()
+    h = make(tmp_path, examiner=Examiner(digest=digest))
+    rec = tmp_path / "growing.wav"
+    rec.write_bytes(b"a" * 100)
+    h.barrier(tmp_path)
+    h.clock.now += SETTLE
+    h.watcher.poll()
+    wait_until(digest.started.is_set)
+    with rec.open("ab") as out:  # the writer was only pausing
+        out.write(b"b" * 100)
+    digest.release.set()
+    h.poll_until(lambda: h.watcher.examining() == 0)
+    assert h.ready == [] and h.watcher.pending() == 1  # waiting to settle again, not reported
+    (ready,) = h.advance(SETTLE)
+    assert ready.identity.size == 200 and ready.identity.sha256 == sha256(b"a" * 100 + b"b" * 100)
+
+
+def test_stop_cancels_a_hash_in_progress(make, tmp_path: Path) -> None:
+    digest = GatedDigest()
+    h = make(tmp_path, examiner=Examiner(digest=digest))
+    (tmp_path / "big.wav").write_bytes(b"b" * 100)
+    h.barrier(tmp_path)
+    h.clock.now += SETTLE
+    h.watcher.poll()
+    wait_until(digest.started.is_set)
+    h.watcher.stop()  # returns without release: the hash saw the cancel (the leak guard checks threads)
+    assert not digest.timed_out and h.ready == []
+
+
+def _make_chain(base: Path, name: str, depth: int, files_at: dict[int, str]) -> None:
+    """``base/name/d/d/.../d`` (``depth`` folders) through directory fds, so no path is ever longer
+    than one name; ``files_at`` puts a recording at some depths (1 = inside ``base/name``)."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(1, depth + 1):
+            os.mkdir(name if level == 1 else "d", dir_fd=fd)
+            child = os.open(name if level == 1 else "d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+            if level in files_at:
+                out = os.open(files_at[level], os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+                os.write(out, b"r" * 64)
+                os.close(out)
+    finally:
+        os.close(fd)
+
+
+def _remove_chain(base: Path, name: str) -> None:
+    """Remove what :func:`_make_chain` made, bottom up, without recursion (pytest's cleanup recurses)."""
+    fds = [os.open(base, os.O_RDONLY | os.O_DIRECTORY)]
+    names = [name]
+    while True:
+        try:
+            fds.append(os.open(names[-1], os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        except FileNotFoundError:
+            names.pop()
+            break
+        names.append("d")
+    while len(fds) > 1:
+        inner = fds.pop()
+        for entry in os.listdir(inner):
+            os.unlink(entry, dir_fd=inner)
+        os.close(inner)
+        os.rmdir(names.pop(), dir_fd=fds[-1])
+    os.close(fds[0])
+
+
+@pytest.fixture
+def deep_tree(tmp_path: Path) -> Iterator[Path]:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _make_chain(outside, "tree", 1000, {3: "shallow.m4a", 40: "deep.m4a"})
+    yield outside / "tree"
+    for base in (outside, tmp_path / "inbox"):
+        if (base / "tree").exists():
+            _remove_chain(base, "tree")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # watchdog's thread dies
+def test_deep_tree_moved_in_while_watching(make, tmp_path: Path, deep_tree: Path, warnings_seen: list[str]) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    h = make(inbox, poll_interval_s=0.1)
+    assert h.watcher.modes() == {inbox: "inotify"}
+    deep_tree.rename(inbox / "tree")  # watchdog's recursive walk of the new tree exhausts the stack
+    h.poll_until(lambda: h.watcher.pending() == 1)
+    (late := inbox / "after.m4a").write_bytes(b"a" * 10)  # still noticed: no blind folder
+    h.poll_until(lambda: h.watcher.pending() == 2)
+    names = sorted(r.path.name for r in h.advance(SETTLE))
+    assert names == ["after.m4a", "shallow.m4a"]  # deep.m4a lies 40 levels down: beyond max_depth
+    assert late.exists()
+    if sys.version_info < (3, 12):  # os.walk recurses here, so watchdog's inotify thread died
+        assert h.watcher.modes() == {inbox: "polling"}
+        assert sum("polling that folder from now on" in m for m in warnings_seen) == 1
+    h.advance(1.0)
+    assert sum("polling that folder from now on" in m for m in warnings_seen) <= 1
+
+
+def test_deep_tree_present_at_start(make, tmp_path: Path, deep_tree: Path, warnings_seen: list[str]) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    deep_tree.rename(inbox / "tree")
+    h = make(inbox, polling="never")  # start() must not raise, whatever watchdog does with the tree
+    if sys.version_info < (3, 12):  # watchdog's os.walk recursion fails in schedule(): polled instead
+        assert h.watcher.modes() == {inbox: "polling"}
+        assert any("inotify unavailable" in m and "too deep" in m for m in warnings_seen)
+    assert [r.path.name for r in h.advance(SETTLE)] == ["shallow.m4a"]
+    assert sum("deeper than watch.max_depth" in m for m in warnings_seen) == 1
+
+
+def test_symlinks_are_never_followed(make, tmp_path: Path, infos_seen: list[str]) -> None:
+    private, inbox = tmp_path / "home", tmp_path / "inbox"
+    (private / "project").mkdir(parents=True)
+    inbox.mkdir()
+    (private / "secret.m4a").write_bytes(b"s" * 10)
+    (private / "project" / "plan.m4a").write_bytes(b"p" * 10)
+    (inbox / "x.m4a").symlink_to(private / "secret.m4a")
+    (inbox / "linked").symlink_to(private / "project", target_is_directory=True)
+    h = make(inbox, rescan_interval_s=RESCAN)
+    (inbox / "later.m4a").symlink_to(private / "secret.m4a")  # planted while running: seen by an event
+    (inbox / "real.m4a").write_bytes(b"r" * 10)
+    h.poll_until(lambda: h.watcher.pending() == 1)
+    h.barrier(inbox)
+    assert [r.path.name for r in h.advance(SETTLE)] == ["real.m4a"]
+    assert [r.path.name for r in h.advance(RESCAN)] == [] and h.watcher.pending() == 0
+    links = [m for m in infos_seen if "symbolic link" in m]
+    assert sorted(links) == sorted(f"ignoring symbolic link {inbox / n} (links in a watched folder are never followed)"
+                                   for n in ("x.m4a", "linked", "later.m4a"))  # once each, not at every rescan
+
+
+def test_ten_thousand_empty_files_cost_little(make, tmp_path: Path, infos_seen: list[str], monkeypatch) -> None:
+    count = 10_000
+    for i in range(count):
+        (tmp_path / f"{i:05d}.wav").touch()
+    h = make(tmp_path)
+    assert h.watcher.pending() == count
+    lines = [m for m in infos_seen if str(tmp_path) in m]  # not 10,000 lines: one
+    assert lines[0] == f"watching {tmp_path} (inotify)" and len(lines) == 2
+    assert lines[1].startswith(f"ignoring {count} empty files until they have content (e.g. {tmp_path}/")
+
+    main, calls = threading.get_ident(), [0]
+    real_lstat = os.lstat
+
+    def counting_lstat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.get_ident() == main and str(tmp_path) in os.fsdecode(path):
+            calls[0] += 1
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", counting_lstat)
+    per_tick = []
+    for _ in range(400):  # 200 s of 0.5 s ticks
+        calls[0] = 0
+        h.clock.now += 0.5
+        h.watcher.poll()
+        per_tick.append(calls[0])
+    assert max(per_tick) <= TICK_BUDGET  # was 10,000 a tick: every pending file, twice a second
+    assert sum(per_tick[-120:]) <= count * 2  # the last minute: each empty file about once (backoff)
+    (tmp_path / "00042.wav").write_bytes(b"x" * 10)  # content arrives: noticed through its event
+    h.barrier(tmp_path)
+    assert [r.path.name for r in h.advance(SETTLE)] == ["00042.wav"]
+
+
+def test_names_that_are_not_utf8(make, tmp_path: Path) -> None:
+    raw_dir = os.fsencode(tmp_path)
+    before, during = b"caf\xe9 \xff before.wav", b"\xfe\xfe during.m4a"  # Latin-1 bytes, not UTF-8
+    with open(raw_dir + b"/" + before, "wb") as out:
+        out.write(b"1" * 10)
+    lines: list[str] = []
+    strict = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")  # as a log file would be
+
+    def sink(message: object) -> None:
+        strict.write(str(message))  # raises on a lone surrogate
+        lines.append(str(message))
+
+    handler = logger.add(sink, level="DEBUG", catch=False)
+    try:
+        h = make(tmp_path)
+        with open(raw_dir + b"/" + during, "wb") as out:
+            out.write(b"2" * 10)
+        h.poll_until(lambda: h.watcher.pending() == 2)
+        ready = h.advance(SETTLE)
+    finally:
+        logger.remove(handler)
+    assert sorted(os.fsencode(r.path.name) for r in ready) == sorted([before, during])
+    assert {r.identity.sha256 for r in ready} == {sha256(b"1" * 10), sha256(b"2" * 10)}
+    assert any("caf\\xe9 \\xff before.wav" in line for line in lines)  # shown, escaped, in one line
+
+
+def test_a_path_too_long_to_use_gets_one_clear_line(make, tmp_path: Path, warnings_seen: list[str]) -> None:
+    name = "n" * 200
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(21):  # 21 * 201 bytes: more than PATH_MAX (4096), though every name is fine
+        os.mkdir(name, dir_fd=fd)
+        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(os.open("rec.wav", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    os.close(fd)
+    h = make(tmp_path, rescan_interval_s=RESCAN)
+    h.advance(RESCAN)
+    h.advance(RESCAN)
+    (line,) = [m for m in warnings_seen if m.startswith("cannot process")]
+    assert line.endswith("rec.wav: File name too long") and h.watcher.pending() == 0

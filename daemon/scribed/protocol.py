@@ -1,0 +1,117 @@
+"""Every message between the daemon and its worker, as frozen dataclasses.
+
+Contract:
+- Daemon -> worker: :class:`Jobs` (a batch of :class:`JobSpec`), :class:`Stop`.
+  Worker -> daemon: :class:`Ready`, :class:`Progress`, :class:`Result`, :class:`Idle`,
+  :class:`Unloaded`, :class:`Fatal`.
+- A :class:`JobSpec` carries everything the worker needs and decides nothing itself: the output
+  paths were chosen once, at dispatch, and are stored in the journal; ``identity`` is the
+  recording as it was queued (the worker refuses content that no longer matches it);
+  ``replaceable`` lists the outputs scribed itself wrote earlier, the only existing files the
+  writer may replace (unless ``output.overwrite``).
+- A :class:`Result`'s ``outcome`` is the worker's classification; the daemon never guesses from
+  the error text. One of :data:`OUTCOMES`:
+  ``done`` (written), ``retry`` (failed, counts an attempt), ``final`` (the file itself is bad:
+  no more attempts), ``transient`` (disk full, I/O error, output not writable, out of memory:
+  retried with backoff without consuming attempts), ``changed`` (the recording's content
+  changed while it was transcribed: requeued, the new content is transcribed).
+- Standard library and :mod:`scribed.identity` only: both processes import this, and the
+  daemon side must stay light. Everything here pickles (messages cross a multiprocessing pipe).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from scribed.identity import FileIdentity
+
+Outcome = Literal["done", "retry", "final", "transient", "changed"]
+OUTCOMES: tuple[str, ...] = ("done", "retry", "final", "transient", "changed")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One recording to transcribe, with its output paths decided at dispatch."""
+
+    job_id: int
+    path: Path
+    root: Path
+    identity: FileIdentity
+    outputs: dict[str, Path]
+    failure_note: Path
+    timestamps: bool = False
+    replaceable: dict[str, FileIdentity] = field(default_factory=dict)
+
+
+# -- daemon -> worker ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Jobs:
+    jobs: tuple[JobSpec, ...]
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+# -- worker -> daemon ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ready:
+    """The model is loaded; the worker takes jobs."""
+
+    model: str
+    device: str
+    load_s: float
+    pid: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one job ended. ``outputs`` maps format -> identity of the file written at the
+    JobSpec's path for that format (what a later job may replace, and what a move follows)."""
+
+    job_id: int
+    outcome: Outcome
+    error: str | None = None
+    outputs: dict[str, FileIdentity] = field(default_factory=dict)
+    audio_s: float = 0.0
+    language: str | None = None
+    failures: int = 0  # chunks reported as possibly incomplete
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {self.outcome!r}; expected one of {', '.join(OUTCOMES)}")
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The worker finished its batch and waits for the next."""
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    """The model was unloaded after the idle limit; it reloads with the next batch."""
+
+
+@dataclass(frozen=True)
+class Fatal:
+    """The worker cannot work (e.g. the model does not load) and exits; ``message`` says why."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` chunks of job ``job_id`` are recognised (sent per finished chunk)."""
+
+    job_id: int
+    done: int
+    total: int
+
+
+ToWorker = Jobs | Stop
+FromWorker = Ready | Progress | Result | Idle | Unloaded | Fatal

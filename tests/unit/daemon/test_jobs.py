@@ -1,0 +1,194 @@
+"""The per-job rules as functions over (config, journal), on real files and a real journal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from fakes import settled
+from loguru import logger
+
+from scribed.config import Config, parse_config
+from scribed.daemon import jobs
+from scribed.daemon.journal import Journal
+from scribed.identity import FileIdentity
+from scribed.protocol import JobSpec, Result
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    (tmp_path / "inbox").mkdir()
+    return tmp_path / "inbox"
+
+
+def _cfg(tmp_path: Path, inbox: Path, **sections: dict) -> Config:
+    data: dict = {"watch": {"folders": [str(inbox)]}, "model": {"id": "m"},
+                  "service": {"state_dir": str(tmp_path / "state")}}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return parse_config(data)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Journal:
+    j = Journal(tmp_path / "state" / "journal.sqlite3")
+    yield j
+    j.close()
+
+
+def _done(cfg: Config, journal: Journal, path: Path, root: Path) -> JobSpec:
+    """Take ``path`` through intake, dispatch and a successful result, as the daemon would."""
+    assert jobs.intake(cfg, journal, settled(path, root)) == "queued"
+    (spec,) = jobs.plan_batch(cfg, journal)
+    written = {}
+    for fmt, out in spec.outputs.items():
+        out.write_text("hello world\n")
+        written[fmt] = FileIdentity.of(os.lstat(out))
+    assert jobs.finish(cfg, journal, Result(spec.job_id, "done", None, written, 1.0, "en")) == "done"
+    return spec
+
+
+def test_delays() -> None:
+    assert [jobs.restart_delay(n) for n in range(1, 8)] == [1, 3, 7, 15, 31, 60, 60]
+    assert [jobs.transient_delay(n) for n in (1, 2, 3, 7, 8, 20)] == [30, 60, 120, 1920, 3600, 3600]
+
+
+def test_a_moved_recording_takes_its_transcripts_along(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    cfg = _cfg(tmp_path, inbox, output={"formats": ["txt", "json"]})
+    old = inbox / "talk.wav"
+    old.write_bytes(b"recording")
+    _done(cfg, journal, old, inbox)
+    (inbox / "2024").mkdir()
+    new = inbox / "2024" / "talk renamed.wav"
+    os.rename(old, new)
+    assert jobs.intake(cfg, journal, settled(new, inbox)) == "moved"
+    assert sorted(p.name for p in (inbox / "2024").iterdir()) == ["talk renamed.json", "talk renamed.txt",
+                                                                  "talk renamed.wav"]
+    assert not (inbox / "talk.txt").exists() and not (inbox / "talk.json").exists()
+    job = journal.find(new)
+    assert job.state == "done" and journal.find(old) is None
+    assert job.written["txt"].same_file(os.lstat(inbox / "2024" / "talk renamed.txt"))
+    assert jobs.plan_batch(cfg, journal) == []  # no second transcription
+
+
+def test_a_copy_is_transcribed_and_a_replaced_transcript_stays(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    cfg = _cfg(tmp_path, inbox)
+    a = inbox / "a.wav"
+    a.write_bytes(b"recording")
+    _done(cfg, journal, a, inbox)
+    copy = inbox / "copy.wav"
+    copy.write_bytes(b"recording")  # the original is still there: a copy gets its own transcript
+    _done(cfg, journal, copy, inbox)
+    assert (inbox / "a.txt").exists() and (inbox / "copy.txt").exists()
+    b = inbox / "b.wav"
+    b.write_bytes(b"other recording")
+    _done(cfg, journal, b, inbox)
+    (inbox / "b.txt").unlink()
+    (inbox / "b.txt").write_text("somebody else's notes\n")  # no longer the file scribed wrote
+    moved = inbox / "b2.wav"
+    os.rename(b, moved)
+    assert jobs.intake(cfg, journal, settled(moved, inbox)) == "queued"
+    assert (inbox / "b.txt").read_text() == "somebody else's notes\n"
+
+
+def test_plan_batch_drops_gone_and_holds_changed(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    cfg = _cfg(tmp_path, inbox)
+    gone, changed, fine = (inbox / n for n in ("gone.wav", "changed.wav", "fine.wav"))
+    for p in (gone, changed, fine):
+        p.write_bytes(p.name.encode())
+        jobs.intake(cfg, journal, settled(p, inbox))
+    gone.unlink()
+    changed.write_bytes(b"more data than before")
+    specs = jobs.plan_batch(cfg, journal)
+    assert [s.path for s in specs] == [fine]
+    assert journal.find(gone).state == "gone" and journal.find(changed).state == "changed"
+
+
+def test_output_paths_are_decided_once(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    cfg = _cfg(tmp_path, inbox, service={"attempts": 3})
+    talk = inbox / "talk.mp3"
+    talk.write_bytes(b"mp3")
+    jobs.intake(cfg, journal, settled(talk, inbox))
+    (first,) = jobs.plan_batch(cfg, journal)
+    assert first.outputs == {"txt": inbox / "talk.txt"}
+    (inbox / "talk.flac").write_bytes(b"flac")  # a same-named twin arrives: new names would be talk.mp3.txt
+    assert jobs.finish(cfg, journal, Result(first.job_id, "retry", "hiccup")) == "retry"
+    (second,) = jobs.plan_batch(cfg, journal)
+    assert second.outputs == first.outputs and second.failure_note == first.failure_note
+    other = _cfg(tmp_path, inbox, output={"formats": ["txt", "srt"]})
+    jobs.finish(other, journal, Result(second.job_id, "retry", "hiccup"))
+    (third,) = jobs.plan_batch(other, journal)
+    assert set(third.outputs) == {"txt", "srt"}  # the config changed: decided again
+
+
+def test_out_dir_keeps_the_layout(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    out = tmp_path / "out"
+    cfg = _cfg(tmp_path, inbox, output={"dir": str(out)})
+    (inbox / "sub").mkdir()
+    rec = inbox / "sub" / "a.wav"
+    rec.write_bytes(b"a")
+    jobs.intake(cfg, journal, settled(rec, inbox))
+    (spec,) = jobs.plan_batch(cfg, journal)
+    assert spec.outputs == {"txt": out / "sub" / "a.txt"} and spec.failure_note == out / "sub" / "a.failed.txt"
+    assert journal.find(rec).outputs == spec.outputs
+
+
+def test_a_foreign_failure_note_is_never_removed(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    cfg = _cfg(tmp_path, inbox)
+    rec = inbox / "good.wav"
+    rec.write_bytes(b"good")
+    (inbox / "good.failed.txt").write_text("a colleague's note\n")
+    spec = _done(cfg, journal, rec, inbox)
+    assert (inbox / "good.failed.txt").read_text() == "a colleague's note\n"
+    assert spec.failure_note == inbox / "good.failed.txt"
+
+
+def test_final_failures_write_a_note_that_a_later_one_replaces(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    cfg = _cfg(tmp_path, inbox)
+    rec = inbox / "bad.wav"
+    rec.write_bytes(b"bad")
+    jobs.intake(cfg, journal, settled(rec, inbox))
+    (spec,) = jobs.plan_batch(cfg, journal)
+    assert jobs.finish(cfg, journal, Result(spec.job_id, "final", "not audio")) == "failed"
+    assert "not audio" in spec.failure_note.read_text()
+    journal.reset(spec.job_id)  # scribed retry
+    (again,) = jobs.plan_batch(cfg, journal)
+    assert jobs.finish(cfg, journal, Result(again.job_id, "final", "still not audio")) == "failed"
+    assert "still not audio" in spec.failure_note.read_text()  # its own note: replaced
+
+
+def test_abandon_counts_and_interrupt_gives_back(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    cfg = _cfg(tmp_path, inbox, service={"attempts": 1})
+    a, b = inbox / "a.wav", inbox / "b.wav"
+    for p in (a, b):
+        p.write_bytes(p.name.encode())
+        jobs.intake(cfg, journal, settled(p, inbox))
+    specs = jobs.plan_batch(cfg, journal)
+    assert jobs.abandon(cfg, journal, [specs[0].job_id], "worker process died (exit code -9)") == 1
+    jobs.interrupt(journal, [specs[1].job_id])
+    assert (journal.find(a).state, journal.find(b).state, journal.find(b).attempts) == ("failed", "queued", 0)
+    assert jobs.finish(cfg, journal, Result(12345, "done")) == "unknown"
+
+
+def test_source_after_delete_runs_only_after_success(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    cfg = _cfg(tmp_path, inbox, policy={"source_after": "delete"})
+    rec = inbox / "a.wav"
+    rec.write_bytes(b"a")
+    _done(cfg, journal, rec, inbox)
+    assert not rec.exists() and (inbox / "a.txt").exists()
+
+
+def test_a_name_that_is_not_utf8_goes_all_the_way(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), format="{message}")
+    cfg = _cfg(tmp_path, inbox)
+    rec = inbox / os.fsdecode(b"r\xe9union \xff.wav")
+    rec.write_bytes(b"not audio")
+    assert jobs.intake(cfg, journal, settled(rec, inbox)) == "queued"
+    (spec,) = jobs.plan_batch(cfg, journal)
+    assert spec.outputs == {"txt": inbox / os.fsdecode(b"r\xe9union \xff.txt")}
+    assert jobs.finish(cfg, journal, Result(spec.job_id, "final", f"cannot read audio {str(rec)!r}")) == "failed"
+    assert spec.failure_note.exists()
+    logger.remove(sink)
+    assert any(line.startswith("queued ") and line.endswith("r\\xe9union \\xff.wav\n") for line in lines), lines

@@ -1,0 +1,159 @@
+"""Recordings -> transcripts with the real tiny Qwen3-ASR model: jobs, classification of every
+failure by type, identity checks, and the CLI entry."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from e2e_helpers import wav
+
+from scribed import errors
+from scribed.config import Config, parse_config
+from scribed.engine import render, runner
+from scribed.engine.pipeline import Pipeline
+from scribed.engine.types import ChunkRequest, ChunkResult
+from scribed.identity import FileIdentity
+from scribed.protocol import JobSpec
+
+
+def _cfg(model: Path, tmp_path: Path) -> Config:
+    return parse_config({"watch": {"folders": [str(tmp_path)]},
+                         "model": {"id": str(model), "device": "cpu", "dtype": "float32", "batch_size": 4},
+                         "service": {"state_dir": str(tmp_path / "state")},
+                         "policy": {"block_network": False}})  # no irreversible guard in the test process
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    return runner.open_pipeline(_cfg(tiny_model, tmp_path_factory.mktemp("cfg")))
+
+
+class Wrapped:
+    """The real engine, with something happening before each run (a failure, a file changed)."""
+
+    def __init__(self, engine: object, before: Callable[[], None]) -> None:
+        self.engine, self.before = engine, before
+        self.name = engine.name  # type: ignore[attr-defined]
+
+    def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
+            on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
+        self.before()
+        return self.engine.run(requests, batch_size, on_done=on_done)  # type: ignore[attr-defined]
+
+
+def _spec(job_id: int, path: Path, **kw: object) -> JobSpec:
+    ident = FileIdentity.of(os.lstat(path)) if path.exists() else FileIdentity(0, 0, 0, 0)
+    values: dict = {"identity": ident, "outputs": {"txt": path.with_suffix(".txt")},
+                    "failure_note": path.with_suffix(".failed.txt")}
+    values.update(kw)
+    return JobSpec(job_id, path, path.parent, **values)
+
+
+def test_jobs_are_transcribed_and_a_bad_file_fails_alone(pipeline: Pipeline, tmp_path: Path) -> None:
+    a, b = wav(tmp_path / "a.wav"), wav(tmp_path / "b.wav", seed=2)
+    bad = tmp_path / "bad.m4a"
+    bad.write_bytes(os.urandom(3000))
+    progress: list[tuple[int, int, int]] = []
+    results = runner.run_jobs(pipeline, [_spec(1, a), _spec(2, bad), _spec(3, b, outputs={
+        "txt": tmp_path / "b.txt", "json": tmp_path / "b.json"})], overwrite=False, max_duration_s=None,
+        on_progress=lambda *p: progress.append(p))
+    assert [(r.job_id, r.outcome) for r in results] == [(1, "done"), (2, "final"), (3, "done")]
+    assert (tmp_path / "a.txt").read_text() == "hello world\n"
+    assert results[0].outputs["txt"].same_file(os.lstat(tmp_path / "a.txt"))
+    assert set(results[2].outputs) == {"txt", "json"} and results[0].language == "en"
+    assert "not a recognised audio" in results[1].error and not results[1].outputs
+    assert {p[0] for p in progress} == {1, 3} and all(done <= total for _, done, total in progress)
+
+
+def test_too_long_is_final(pipeline: Pipeline, tmp_path: Path) -> None:
+    a = wav(tmp_path / "a.wav", seconds=3.0)
+    (result,) = runner.run_jobs(pipeline, [_spec(1, a)], overwrite=False, max_duration_s=1.0)
+    assert result.outcome == "final" and "max_duration_s" in result.error
+
+
+def test_a_recording_that_is_not_the_queued_file_is_changed(pipeline: Pipeline, tmp_path: Path) -> None:
+    a = wav(tmp_path / "a.wav")
+    spec = _spec(1, a)
+    wav(tmp_path / "a.wav", seconds=2.0, seed=5)  # replaced after it was queued
+    (result,) = runner.run_jobs(pipeline, [spec], overwrite=False, max_duration_s=None)
+    assert result.outcome == "changed" and not (tmp_path / "a.txt").exists()
+
+
+def test_a_recording_changed_while_transcribed_is_changed(pipeline: Pipeline, tmp_path: Path) -> None:
+    a = wav(tmp_path / "a.wav")
+    spec = _spec(1, a)
+
+    def append() -> None:
+        with open(a, "ab") as fh:
+            fh.write(b"\0" * 64)
+
+    (result,) = runner.run_jobs(Pipeline(Wrapped(pipeline.engine, append), pipeline.options), [spec],  # type: ignore[arg-type]
+                                overwrite=False, max_duration_s=None)
+    assert result.outcome == "changed"
+    assert result.outputs["txt"].same_file(os.lstat(tmp_path / "a.txt"))  # written, and known to be scribed's
+
+
+def test_out_of_memory_is_transient_for_the_whole_group(pipeline: Pipeline, tmp_path: Path) -> None:
+    a, b = wav(tmp_path / "a.wav"), wav(tmp_path / "b.wav", seed=1)
+
+    def oom() -> None:
+        raise MemoryError("cannot allocate")
+
+    results = runner.run_jobs(Pipeline(Wrapped(pipeline.engine, oom), pipeline.options),  # type: ignore[arg-type]
+                              [_spec(1, a), _spec(2, b)], overwrite=False, max_duration_s=None)
+    assert [r.outcome for r in results] == ["transient", "transient"]
+    assert "MemoryError" in results[0].error
+
+
+def test_only_scribeds_own_transcript_is_replaced(pipeline: Pipeline, tmp_path: Path) -> None:
+    a = wav(tmp_path / "a.wav")
+    (tmp_path / "a.txt").write_text("somebody's notes\n")
+    (taken,) = runner.run_jobs(pipeline, [_spec(1, a)], overwrite=False, max_duration_s=None)
+    assert taken.outcome == "final" and "cannot write transcript" in taken.error
+    assert (tmp_path / "a.txt").read_text() == "somebody's notes\n"
+    own = FileIdentity.of(os.lstat(tmp_path / "a.txt"))  # as if scribed had written it
+    (replaced,) = runner.run_jobs(pipeline, [_spec(1, a, replaceable={"txt": own})], overwrite=False,
+                                  max_duration_s=None)
+    assert replaced.outcome == "done" and (tmp_path / "a.txt").read_text() == "hello world\n"
+
+
+@pytest.mark.parametrize(("code", "outcome"), [(errno.ENOSPC, "transient"), (errno.EIO, "transient"),
+                                               (errno.EROFS, "transient"), (errno.EACCES, "transient"),
+                                               (errno.EPERM, "retry"), (errno.ENAMETOOLONG, "retry")])
+def test_write_errors_are_classified_by_errno(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              code: int, outcome: str) -> None:
+    a = wav(tmp_path / "a.wav")
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(render, "write_transcript", full)
+    (result,) = runner.run_jobs(pipeline, [_spec(1, a)], overwrite=False, max_duration_s=None)
+    assert result.outcome == outcome and result.error.endswith(os.strerror(code))
+
+
+def test_classify() -> None:
+    assert runner.classify(errors.RecordingChanged("a", "b")) == "changed"
+    assert runner.classify(errors.AudioError("a", "b")) == "final"
+    assert runner.classify(errors.OutputTaken("a", "b")) == "final"
+    assert runner.classify(MemoryError()) == "transient"
+    assert runner.classify(type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory")) == "transient"
+    assert runner.classify(OSError(errno.ENOSPC, "full")) == "transient"
+    assert runner.classify(RuntimeError("cannot read audio: looks like a prefix")) == "retry"
+
+
+def test_cli_entry_writes_and_rewrites_its_outputs(pipeline: Pipeline, tmp_path: Path) -> None:
+    a = wav(tmp_path / "a.wav")
+    events: list[str] = []
+    spec = runner.OutputSpec(("txt", "srt"))
+    (first,) = runner.transcribe_files(pipeline, [a], spec, on_event=lambda kind, *_: events.append(kind))
+    assert first.ok and set(first.outputs) == {"txt", "srt"} and first.duration_s == pytest.approx(1.5)
+    assert events[0] == "decoded" and events[-1] == "written" and "chunk" in events
+    (second,) = runner.transcribe_files(pipeline, [a], spec)
+    assert second.ok  # the CLI replaces its earlier outputs, as it always did
+    (missing,) = runner.transcribe_files(pipeline, [tmp_path / "nope.wav"], spec)
+    assert not missing.ok and missing.outcome == "final"
