@@ -71,7 +71,10 @@ def intake(cfg: Config, journal: Journal, ready: Settled) -> str:
     if cfg.policy.source_after == "keep" and journal.find(ready.path) is None and _follow_move(cfg, journal, ready):
         return "moved"
     paths = output.output_paths(ready.path, cfg.output.formats, cfg.output.dir, ready.root)
-    exists = any(os.path.lexists(p) for p in paths.values())
+    # Only a regular file at an output name is a transcript somebody wrote (skipped unless
+    # output.overwrite). A link or anything else there is an obstacle, not a transcript: the job
+    # is queued and the write refuses it with a clear reason (a failed job, retryable by hand).
+    exists = any(_regular(p) for p in paths.values())
     decision = journal.offer(ready, transcript_exists=exists, overwrite=cfg.output.overwrite)
     if decision in ("queued", "requeued"):
         logger.info("{} {}", decision, shown(ready.path))
@@ -81,6 +84,13 @@ def intake(cfg: Config, journal: Journal, ready: Settled) -> str:
         logger.info("skipped {}: a transcript not written by scribed exists (output.overwrite is false)",
                     shown(ready.path))
     return decision
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _follow_move(cfg: Config, journal: Journal, ready: Settled) -> bool:

@@ -192,3 +192,19 @@ def test_a_name_that_is_not_utf8_goes_all_the_way(tmp_path: Path, inbox: Path, j
     assert spec.failure_note.exists()
     logger.remove(sink)
     assert any(line.startswith("queued ") and line.endswith("r\\xe9union \\xff.wav\n") for line in lines), lines
+
+
+def test_a_link_at_the_output_name_is_not_a_transcript(tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    """A planted link at NAME.txt must not make the recording be skipped forever: it is queued
+    (the write then refuses the link), while a real file there is a transcript and is skipped."""
+    cfg = _cfg(tmp_path, inbox)
+    private = tmp_path / "private.txt"
+    private.write_text("secret")
+    linked, kept = inbox / "linked.wav", inbox / "kept.wav"
+    for p in (linked, kept):
+        p.write_bytes(p.name.encode())
+    (inbox / "linked.txt").symlink_to(private)
+    (inbox / "kept.txt").write_text("somebody's own notes")
+    assert jobs.intake(cfg, journal, settled(linked, inbox)) == "queued"
+    assert jobs.intake(cfg, journal, settled(kept, inbox)) == "skipped"
+    assert private.read_text() == "secret"
