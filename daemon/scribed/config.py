@@ -179,6 +179,41 @@ def _language(value: Any) -> str:
     return name
 
 
+def _off_or(inner: Checker) -> Checker:
+    """YAML 1.1 reads a bare ``off`` as false: accept it as the string the user meant."""
+
+    def check(value: Any) -> Any:
+        return inner("off" if value is False else value)
+
+    return check
+
+
+def _speakers(value: Any) -> str | int:
+    """``off``, ``auto`` or a known number of speakers."""
+    if isinstance(value, str) and value.strip().lower() in ("off", "auto"):
+        return value.strip().lower()
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
+        raise _Bad("expected off, auto or a number of speakers from 1 to 32")
+    return value
+
+
+def _broker(value: Any) -> str:
+    """A Redis URL (``redis://`` or ``rediss://`` for TLS); the password never goes here."""
+    url = _nonempty_string(value)
+    if not url.startswith(("redis://", "rediss://")):
+        raise _Bad("expected a redis:// or rediss:// URL")
+    return url
+
+
+def _path_map(value: Any) -> dict[str, Path]:
+    """Coordinator path prefix -> this host's mount point."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Bad("expected a mapping of 'coordinator path: local path'")
+    return {str(_path(k)): _path(v) for k, v in value.items()}
+
+
 def _text(value: Any) -> str:
     return "" if value is None else _string(value)
 
@@ -202,6 +237,7 @@ class WatchConfig:
 class ModelConfig:
     id: Annotated[str, _nonempty_string] = "Qwen/Qwen3-ASR-0.6B-hf"
     backend: Annotated[str, _choice("transformers")] = "transformers"  # the engine implementation
+    aligner_id: Annotated[str, _nonempty_string] = "Qwen/Qwen3-ForcedAligner-0.6B-hf"  # word timestamps
     device: Annotated[str, _device] = "auto"
     dtype: Annotated[str, _choice("auto", "float32", "bfloat16", "float16")] = "auto"
     batch_size: Annotated[int, _integer(1, 1024)] = 16
@@ -218,6 +254,10 @@ class TranscriptionConfig:
     timestamps: Annotated[bool, _boolean] = False
     paragraph_pause_s: Annotated[float, _number(0.1)] = 3.0
     max_duration_s: Annotated[float, _number(1, 7 * 86400)] = 6 * 3600.0  # decompression bombs fail clearly
+    speakers: Annotated[str | int, _off_or(_speakers)] = "off"  # off | auto | N
+    min_speakers: Annotated[int | None, _optional(_integer(1, 32))] = None  # bounds for auto
+    max_speakers: Annotated[int | None, _optional(_integer(1, 32))] = None
+    word_timestamps: Annotated[bool, _boolean] = False  # needs the aligner model
 
 
 @dataclass(frozen=True)
@@ -245,6 +285,7 @@ class ServiceConfig:
     log_level: Annotated[str, _choice(*logs.LEVELS, norm=str.upper)] = "INFO"
     attempts: Annotated[int, _integer(1, 100)] = 3
     stop_timeout_s: Annotated[float, _number(0)] = 600.0
+    notify: Annotated[str, _off_or(_choice("off", "desktop"))] = "off"  # desktop notifications over the session D-Bus
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -256,6 +297,16 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    broker: Annotated[str | None, _optional(_broker)] = None  # None: single host, the embedded worker
+    password_file: Annotated[Path | None, _optional(_path)] = None  # else $SCRIBED_BROKER_PASSWORD
+    queue: Annotated[str, _nonempty_string] = "scribed"
+    path_map: Annotated[Mapping[str, Path], _path_map] = field(default_factory=dict)
+    visibility_timeout_s: Annotated[float, _number(60, 7 * 86400)] = 12 * 3600.0
+    prefetch: Annotated[int, _integer(1, 64)] = 2
+
+
+@dataclass(frozen=True)
 class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -263,6 +314,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: str | None = None  # the file it was loaded from, for messages
 
 
