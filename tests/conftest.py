@@ -158,3 +158,14 @@ def tiny_model(tokenizer_dir: Path) -> Path:
         else:
             tmp.rename(out)
     return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that open real loopback sockets in this process (a fake Hub, a Redis broker) run first.
+
+    An in-process transcription with ``policy.block_network: true`` installs scribed's own network
+    guard in the test process, and that guard is irreversible by design; a test that needs a
+    loopback socket here must therefore run before any such test, whatever order pytest chose.
+    """
+    first = [item for item in items if "allow_loopback" in getattr(item, "fixturenames", ())]
+    items[:] = first + [item for item in items if item not in first]

@@ -19,7 +19,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "daemon" / "scribed"
 HEAVY = ("torch", "transformers", "numpy", "scipy", "watchdog")
 ENGINE = ("scribed.engine", "torch", "transformers")
-LIGHT_SHARED = ("scribed.config", "scribed.output", "scribed.protocol", "scribed.identity")
+LIGHT_SHARED = ("scribed.config", "scribed.checks", "scribed.output", "scribed.protocol", "scribed.identity",
+                "scribed.wire")
 
 # Runs the target, then (atexit, so after SystemExit too) writes the loaded module names to a file.
 _PROBE = """

@@ -2,14 +2,16 @@
 
 Contract:
 - Exit status everywhere: 0 success, 1 some recordings failed, 2 usage/config/model errors (and a
-  Python module a command needs is missing), 130 interrupted; ``status`` uses 3 for "not running".
+  Python module a command needs is missing), 130 interrupted; ``status`` uses 3 for "not
+  running", ``doctor`` 1 for "a check failed", ``model pull`` 1 for "the download failed".
   Every error is one ``scribed: ...`` line on stderr (a config error lists each problem).
 - Flags that stand for config keys are laid over the loaded config with
   :func:`scribed.config.overlay`, so they are checked by the same rules as the file.
-- Each subcommand's module is imported when that subcommand runs: ``status`` and
-  ``check-config`` load no heavy library (torch, transformers, numpy, scipy, watchdog;
-  tests/test_imports.py checks it). A missing third-party module is reported by name; a broken
-  import inside scribed is a bug and raises.
+- Each subcommand's module is imported when that subcommand runs: ``status``, ``check-config``,
+  ``config init`` and ``doctor`` load no heavy library (torch, transformers, numpy, scipy,
+  watchdog; tests/test_imports.py checks it; doctor asks a child process about the device). A
+  missing third-party module is reported by name; a broken import inside scribed is a bug and
+  raises.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import sys
 from pathlib import Path
 
 import yaml
-from loguru import logger
 
 from scribed import __version__, logs
 from scribed.config import OUTPUT_FORMATS, Config, expand_path, load_config, overlay, to_dict
@@ -44,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", parents=[common], help="validate a config file and print the effective config")
     c.add_argument("path", nargs="?", type=Path, help="file to check (default: --config or the default path)")
 
+    ci = sub.add_parser("config", parents=[common], help="write the documented example config (every key and default)")
+    cisub = ci.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = cisub.add_parser("init", parents=[common], help="write the example config to PATH or the config path")
+    init.add_argument("path", nargs="?", type=Path, help="where (default: --config or ~/.config/scribed/config.yaml)")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+
+    sub.add_parser("doctor", parents=[common], help="check this setup and say how to fix each problem")
+
     t = sub.add_parser("transcribe", parents=[common], help="transcribe recordings now, in this process")
     t.add_argument("files", nargs="+", type=Path, metavar="FILE")
     t.add_argument("--model", help="model id (local cache) or folder; default: model.id")
@@ -57,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", parents=[common], help="run the daemon: watch folders and transcribe new recordings")
     r.add_argument("--once", action="store_true", help="scan, transcribe everything pending, then exit")
 
-    sub.add_parser("status", parents=[common], help="what the daemon is doing (reads its journal)")
+    st = sub.add_parser("status", parents=[common], help="what the daemon is doing (reads its journal)")
+    st.add_argument("--json", action="store_true", help="one JSON object on stdout (schema in the README)")
+    st.add_argument("--follow", "-f", action="store_true", help="a live view, refreshed every second, until Ctrl-C")
 
     rt = sub.add_parser("retry", parents=[common], help="queue recordings again (after a fix, or freed disk space)")
     rt.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="recordings to queue again")
@@ -69,8 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     mp = msub.add_parser("pull", parents=[common], help="download a model into the local cache")
     mp.add_argument("id", nargs="?", help="model id (default: model.id from the config)")
 
-    s = sub.add_parser("service", parents=[common], help="install/uninstall/status of the systemd user service")
-    s.add_argument("action", choices=["install", "uninstall", "status"])
+    s = sub.add_parser("service", parents=[common],
+                       help="install/uninstall/status of the systemd user service; unit: print the unit file")
+    s.add_argument("action", choices=["install", "uninstall", "status", "unit"])
+
+    sub.add_parser("worker", parents=[common], help="cluster mode: take jobs from the broker (cluster.broker)")
 
     b = sub.add_parser("bench", parents=[common], help="measure speed on the real Qwen3-ASR architectures")
     b.add_argument("--quick", action="store_true", help="small CI-sized run (0.6B, CPU, minutes)")
@@ -109,55 +123,37 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
     from scribed.engine.runner import OutputSpec, open_pipeline, transcribe_files
+    from scribed.progress import TranscribeProgress
 
     missing = [str(f) for f in args.files if not f.exists()]
     for name in missing:
-        logger.error("no such file: {}", name)
+        print(f"scribed: no such file: {name}", file=sys.stderr)
     files = [f for f in args.files if f.exists()]
     if not files:
         return 1
     pipeline = open_pipeline(cfg)
     spec = OutputSpec(cfg.output.formats, cfg.output.dir, None, cfg.transcription.timestamps)
-    outcomes = transcribe_files(pipeline, files, spec, on_event=_progress_bar(),
-                                max_duration_s=cfg.transcription.max_duration_s)
+    with TranscribeProgress(sys.stderr, level=_level(cfg, args)) as progress:
+        outcomes = transcribe_files(pipeline, files, spec, on_event=progress,
+                                    max_duration_s=cfg.transcription.max_duration_s)
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
-        print(f"FAILED {o.path}: {o.error}", file=sys.stderr)
+        print(f"scribed: FAILED: {o.error}", file=sys.stderr)
     for o in outcomes:
         if o.ok:
             print(" ".join(str(p) for p in o.outputs.values()))
     return 1 if failed or missing else 0
 
 
-def _progress_bar():
-    """tqdm bars on a terminal: files decoded, then chunks done of the current file."""
-    from tqdm import tqdm
-
-    tqdm.monitor_interval = 0  # no background monitor thread: the daemon and tests stay thread-clean
-    bars: dict[Path, tqdm] = {}
-
-    def on_event(kind: str, path: Path, info: dict[str, object]) -> None:
-        if kind == "decoded":
-            tqdm.write(f"decoded {path.name} ({float(info['duration_s']):.0f} s)", file=sys.stderr)
-        elif kind == "chunk":
-            bar = bars.get(path)
-            if bar is None:
-                bar = bars[path] = tqdm(total=int(info["total"]), desc=path.name[:40], unit="chunk",
-                                        file=sys.stderr, disable=None, leave=True)
-            bar.total = int(info["total"])
-            bar.n = int(info["done"])
-            bar.refresh()
-        elif kind == "written" and path in bars:
-            bars.pop(path).close()
-
-    return on_event
-
-
 def _cmd_model(args: argparse.Namespace, cfg: Config) -> int:
     from scribed.engine import models
 
     if args.action == "pull":
-        return models.pull(args.id or cfg.model.id, cfg.model.cache_dir)
+        if args.id:
+            return models.pull(args.id, cfg.model.cache_dir)
+        # No id: everything this config needs, the aligner too when word timestamps are on.
+        wanted = [cfg.model.id, *([cfg.model.aligner_id] if cfg.transcription.word_timestamps else [])]
+        return max(models.pull(model_id, cfg.model.cache_dir) for model_id in wanted)
     found = models.list_models(cfg.model.cache_dir)
     if not found:
         print(f"no Qwen3-ASR model in the local cache; fetch one with: scribed model pull {cfg.model.id}")
@@ -176,9 +172,43 @@ def _cmd_retry(args: argparse.Namespace, cfg: Config) -> int:
     return retry_command(cfg, [Path(os.path.abspath(expand_path(p))) for p in args.paths], args.failed)
 
 
+def _cmd_config_init(args: argparse.Namespace) -> int:
+    from scribed.example import init_config
+
+    target = init_config(args.path or args.config, force=args.force)
+    print(f"wrote {target}: every key with its default and a comment; edit it, then: scribed check-config {target}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, cfg: Config) -> int:
+    from scribed.daemon.status import follow_status, print_status
+
+    if args.follow:
+        if args.json:
+            raise UsageError("--follow and --json do not go together (for scripts: run --json repeatedly)")
+        return follow_status(cfg)
+    return print_status(cfg, as_json=args.json)
+
+
+def _cmd_worker(cfg: Config) -> int:
+    try:
+        from scribed.engine.cluster_worker import worker_command
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("scribed.engine.cluster_worker",):
+            raise
+        raise UsageError("cluster mode is not part of this installation (no scribed.engine.cluster_worker)") from None
+    return worker_command(cfg)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return _cmd_check_config(args)
+    if args.command == "config":
+        return _cmd_config_init(args)
+    if args.command == "doctor":
+        from scribed.doctor import doctor_command
+
+        return doctor_command(args.config)
     cfg = overlay(load_config(args.config), _flags(args))
     logs.setup(_level(cfg, args))
     if args.command == "transcribe":
@@ -192,9 +222,9 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_daemon(cfg, once=args.once)
     if args.command == "status":
-        from scribed.daemon.status import print_status
-
-        return print_status(cfg)
+        return _cmd_status(args, cfg)
+    if args.command == "worker":
+        return _cmd_worker(cfg)
     if args.command == "service":
         from scribed.system.unit import service_command
 

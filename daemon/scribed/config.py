@@ -4,11 +4,14 @@ Contract:
 - :func:`load_config` reads a YAML file (or the default path) and returns a :class:`Config`, or
   raises :class:`~scribed.errors.ConfigError` listing *every* problem at once, each as
   ``At 'section.key': expected ..., got ...`` (unknown keys get a did-you-mean).
-- Every semantic rule lives here, once: value ranges, choices (output formats, log levels from
-  :data:`scribed.logs.LEVELS`, ``source_after`` and ``hardlinked`` from :mod:`scribed.system.retention`),
-  the model's languages (:func:`scribed.text.language_name`) and the rules between keys.
-  :func:`overlay` puts command-line flags through the same checkers, so a bad flag gets the same
-  ``At 'model.batch_size': ...`` message as a bad file.
+- Each key's rule is the checker annotating it here (the checkers and the rules between keys
+  live in :mod:`scribed.checks`). :func:`overlay` puts command-line flags through the same
+  checkers, so a bad flag gets the same ``At 'model.batch_size': ...`` message as a bad file.
+- Per-folder settings: a ``watch.folders`` entry may be a mapping ``{path: ..., KEY: value}``
+  where each KEY of :data:`FOLDER_KEYS` is checked exactly like the section key of the same
+  name. :meth:`Config.settings_for` gives the :class:`FolderSettings` of a recording: the
+  innermost listed folder that holds it sets its keys, every other key comes from its section
+  (a folder's ``glossary`` is added to ``transcription.glossary``, its entries winning).
 - Missing keys take the defaults documented in ``config/scribed.yaml``; ``~`` and ``$VARS`` in
   paths are expanded by :func:`expand_path` (the one place that does it). Nothing here touches
   the network, the model or torch (standard library, yaml and loguru only).
@@ -17,7 +20,6 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,11 +28,16 @@ from typing import Annotated, Any, get_type_hints
 
 import yaml
 
-from scribed import logs, text
+from scribed import checks as c
+from scribed import logs
+from scribed.checks import OUTPUT_FORMATS, expand_path
 from scribed.errors import ConfigError
 from scribed.system.retention import HARDLINKED, STRATEGIES
 
-OUTPUT_FORMATS = ("txt", "srt", "vtt", "json")
+__all__ = ["FOLDER_CHECKERS", "FOLDER_KEYS", "OUTPUT_FORMATS", "SCHEMA", "ClusterConfig", "Config", "FolderSettings",
+           "ModelConfig", "OutputConfig", "PolicyConfig", "ServiceConfig", "TranscriptionConfig", "WatchConfig",
+           "default_config_path", "expand_path", "load_config", "overlay", "parse_config", "replace", "to_dict",
+           "xdg_dir"]
 
 
 def xdg_dir(var: str, fallback: str) -> Path:
@@ -43,249 +50,81 @@ def default_config_path() -> Path:
     return xdg_dir("XDG_CONFIG_HOME", ".config") / "scribed" / "config.yaml"
 
 
-def expand_path(value: str | os.PathLike[str]) -> Path:
-    """``~`` and ``$VARS`` expanded (not made absolute, links not resolved)."""
-    return Path(os.path.expandvars(os.path.expanduser(os.fspath(value))))
-
-
-# --- checkers ---------------------------------------------------------------------------------
-# A checker takes the raw YAML value and returns the converted value, or raises _Bad with what
-# was expected. Keeping checkers tiny and composable lets us report every error in one pass.
-
-
-class _Bad(Exception):
-    pass
-
-
-Checker = Callable[[Any], Any]
-
-
-def _describe(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-def _number(minimum: float | None = None, maximum: float | None = None, *, kind: type = float) -> Checker:
-    noun = "an integer" if kind is int else "a number"
-
-    def check(value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int if kind is int else int | float):
-            raise _Bad(f"expected {noun}")
-        if minimum is not None and value < minimum:
-            raise _Bad(f"expected {noun} >= {minimum}")
-        if maximum is not None and value > maximum:
-            raise _Bad(f"expected {noun} <= {maximum}")
-        return kind(value)
-
-    return check
-
-
-def _integer(minimum: int | None = None, maximum: int | None = None) -> Checker:
-    return _number(minimum, maximum, kind=int)
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad("expected true or false")
-    return value
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Bad("expected a string")
-    return value
-
-
-def _nonempty_string(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _Bad("expected a non-empty string")
-    return value.strip()
-
-
-def _choice(*options: str, norm: Callable[[str], str] = str.lower) -> Checker:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or norm(value.strip()) not in options:
-            raise _Bad("expected one of " + ", ".join(options))
-        return norm(value.strip())
-
-    return check
-
-
-def _path(value: Any) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise _Bad("expected a path")
-    return expand_path(value.strip())
-
-
-def _optional(inner: Checker) -> Checker:
-    def check(value: Any) -> Any:
-        return None if value is None else inner(value)
-
-    return check
-
-
-def _list_of(inner: Checker, *, nonempty: bool = False) -> Checker:
-    def check(value: Any) -> tuple[Any, ...]:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            raise _Bad("expected a list")
-        if nonempty and not value:
-            raise _Bad("expected a non-empty list")
-        out = []
-        for i, item in enumerate(value):
-            try:
-                out.append(inner(item))
-            except _Bad as exc:
-                raise _Bad(f"item {i}: {exc}") from None
-        return tuple(out)
-
-    return check
-
-
-def _formats(value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    items = _list_of(_choice(*OUTPUT_FORMATS), nonempty=True)(value)
-    return tuple(dict.fromkeys(items))  # de-duplicate, keep order
-
-
-def _glossary(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _Bad("expected a mapping of 'heard: written' strings")
-    out: dict[str, str] = {}
-    for key, repl in value.items():
-        if not isinstance(key, str) or not key or not isinstance(repl, str):
-            raise _Bad(f"expected string: string entries, got {_describe(key)}: {_describe(repl)}")
-        out[key] = repl
-    return out
-
-
-def _device(value: Any) -> str:
-    name = _string(value).strip().lower()
-    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
-        return name
-    raise _Bad("expected auto, cpu, cuda or cuda:N")
-
-
-def _language(value: Any) -> str:
-    name = _nonempty_string(value)
-    try:
-        text.language_name(name)
-    except ValueError as exc:
-        raise _Bad(f"expected a language the model knows: {exc}") from None
-    return name
-
-
-def _off_or(inner: Checker) -> Checker:
-    """YAML 1.1 reads a bare ``off`` as false: accept it as the string the user meant."""
-
-    def check(value: Any) -> Any:
-        return inner("off" if value is False else value)
-
-    return check
-
-
-def _speakers(value: Any) -> str | int:
-    """``off``, ``auto`` or a known number of speakers."""
-    if isinstance(value, str) and value.strip().lower() in ("off", "auto"):
-        return value.strip().lower()
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
-        raise _Bad("expected off, auto or a number of speakers from 1 to 32")
-    return value
-
-
-def _broker(value: Any) -> str:
-    """A Redis URL (``redis://`` or ``rediss://`` for TLS); the password never goes here."""
-    url = _nonempty_string(value)
-    if not url.startswith(("redis://", "rediss://")):
-        raise _Bad("expected a redis:// or rediss:// URL")
-    return url
-
-
-def _path_map(value: Any) -> dict[str, Path]:
-    """Coordinator path prefix -> this host's mount point."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _Bad("expected a mapping of 'coordinator path: local path'")
-    return {str(_path(k)): _path(v) for k, v in value.items()}
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else _string(value)
-
-
 # --- the schema: one dataclass per section; each key's checker annotates it, next to its default ---
+
+
+# watch.folders: paths or {path, KEY: value} mappings; fills ``folders`` and ``overrides``. The
+# per-folder keys' checkers are the sections' own, looked up when a config is checked.
+_folders = c.watched_folders(lambda: FOLDER_CHECKERS)
 
 
 @dataclass(frozen=True)
 class WatchConfig:
-    folders: Annotated[tuple[Path, ...], _list_of(_path, nonempty=True)] = (expand_path("~/Meetings/inbox"),)
-    recursive: Annotated[bool, _boolean] = True
-    polling: Annotated[str, _choice("auto", "always", "never")] = "auto"
-    poll_interval_s: Annotated[float, _number(0.1, 86400)] = 10.0
-    settle_s: Annotated[float, _number(0, 3600)] = 5.0
-    rescan_interval_s: Annotated[float, _number(0, 86400)] = 300.0
-    ignore: Annotated[tuple[str, ...], _list_of(_nonempty_string)] = ()
-    max_depth: Annotated[int, _integer(1, 256)] = 32  # subfolder levels looked into (bounded: watchdog recurses)
+    folders: Annotated[tuple[Path, ...], _folders] = (expand_path("~/Meetings/inbox"),)
+    recursive: Annotated[bool, c.boolean] = True
+    polling: Annotated[str, c.choice("auto", "always", "never")] = "auto"
+    poll_interval_s: Annotated[float, c.number(0.1, 86400)] = 10.0
+    settle_s: Annotated[float, c.number(0, 3600)] = 5.0
+    rescan_interval_s: Annotated[float, c.number(0, 86400)] = 300.0
+    ignore: Annotated[tuple[str, ...], c.list_of(c.nonempty_string)] = ()
+    max_depth: Annotated[int, c.integer(1, 256)] = 32  # subfolder levels looked into (bounded: watchdog recurses)
+    # folder -> the FOLDER_KEYS its mapping entry sets (checked values); not a key of its own
+    overrides: Mapping[Path, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    id: Annotated[str, _nonempty_string] = "Qwen/Qwen3-ASR-0.6B-hf"
-    backend: Annotated[str, _choice("transformers")] = "transformers"  # the engine implementation
-    aligner_id: Annotated[str, _nonempty_string] = "Qwen/Qwen3-ForcedAligner-0.6B-hf"  # word timestamps
-    device: Annotated[str, _device] = "auto"
-    dtype: Annotated[str, _choice("auto", "float32", "bfloat16", "float16")] = "auto"
-    batch_size: Annotated[int, _integer(1, 1024)] = 16
-    idle_unload_min: Annotated[float, _number(0)] = 30.0
-    cache_dir: Annotated[Path | None, _optional(_path)] = None
+    id: Annotated[str, c.nonempty_string] = "Qwen/Qwen3-ASR-0.6B-hf"
+    backend: Annotated[str, c.choice("transformers")] = "transformers"  # the engine implementation
+    aligner_id: Annotated[str, c.nonempty_string] = "Qwen/Qwen3-ForcedAligner-0.6B-hf"  # word timestamps
+    device: Annotated[str, c.device] = "auto"
+    dtype: Annotated[str, c.choice("auto", "float32", "bfloat16", "float16")] = "auto"
+    batch_size: Annotated[int, c.integer(1, 1024)] = 16
+    idle_unload_min: Annotated[float, c.number(0)] = 30.0
+    cache_dir: Annotated[Path | None, c.optional(c.path)] = None
 
 
 @dataclass(frozen=True)
 class TranscriptionConfig:
-    language: Annotated[str, _language] = "auto"
-    context: Annotated[str, _text] = ""
-    glossary: Annotated[Mapping[str, str], _glossary] = field(default_factory=dict)
-    max_chunk_s: Annotated[float, _number(2, 1200)] = 30.0
-    timestamps: Annotated[bool, _boolean] = False
-    paragraph_pause_s: Annotated[float, _number(0.1)] = 3.0
-    max_duration_s: Annotated[float, _number(1, 7 * 86400)] = 6 * 3600.0  # decompression bombs fail clearly
-    speakers: Annotated[str | int, _off_or(_speakers)] = "off"  # off | auto | N
-    min_speakers: Annotated[int | None, _optional(_integer(1, 32))] = None  # bounds for auto
-    max_speakers: Annotated[int | None, _optional(_integer(1, 32))] = None
-    word_timestamps: Annotated[bool, _boolean] = False  # needs the aligner model
+    language: Annotated[str, c.language] = "auto"
+    context: Annotated[str, c.optional_text] = ""
+    glossary: Annotated[Mapping[str, str], c.glossary] = field(default_factory=dict)
+    max_chunk_s: Annotated[float, c.number(2, 1200)] = 30.0
+    timestamps: Annotated[bool, c.boolean] = False
+    paragraph_pause_s: Annotated[float, c.number(0.1)] = 3.0
+    max_duration_s: Annotated[float, c.number(1, 7 * 86400)] = 6 * 3600.0  # decompression bombs fail clearly
+    speakers: Annotated[str | int, c.off_or(c.speakers)] = "off"  # off | auto | N
+    min_speakers: Annotated[int | None, c.optional(c.integer(1, 32))] = None  # bounds for auto
+    max_speakers: Annotated[int | None, c.optional(c.integer(1, 32))] = None
+    word_timestamps: Annotated[bool, c.boolean] = False  # needs the aligner model
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    formats: Annotated[tuple[str, ...], _formats] = ("txt",)
-    dir: Annotated[Path | None, _optional(_path)] = None
-    overwrite: Annotated[bool, _boolean] = False
-    failure_marker: Annotated[bool, _boolean] = True
+    formats: Annotated[tuple[str, ...], c.formats] = ("txt",)
+    dir: Annotated[Path | None, c.optional(c.path)] = None
+    overwrite: Annotated[bool, c.boolean] = False
+    failure_marker: Annotated[bool, c.boolean] = True
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    intermediates: Annotated[str, _choice("memory", "tmpfs")] = "memory"
-    temp_dir: Annotated[Path | None, _optional(_path)] = None
-    secure_delete_passes: Annotated[int, _integer(0, 35)] = 1
-    source_after: Annotated[str, _choice(*STRATEGIES)] = "keep"
-    archive_dir: Annotated[Path | None, _optional(_path)] = None
-    block_network: Annotated[bool, _boolean] = True
-    hardlinked: Annotated[str, _choice(*HARDLINKED)] = "unlink"  # a multiply-linked recording is never overwritten
+    intermediates: Annotated[str, c.choice("memory", "tmpfs")] = "memory"
+    temp_dir: Annotated[Path | None, c.optional(c.path)] = None
+    secure_delete_passes: Annotated[int, c.integer(0, 35)] = 1
+    source_after: Annotated[str, c.choice(*STRATEGIES)] = "keep"
+    archive_dir: Annotated[Path | None, c.optional(c.path)] = None
+    block_network: Annotated[bool, c.boolean] = True
+    hardlinked: Annotated[str, c.choice(*HARDLINKED)] = "unlink"  # a multiply-linked recording is never overwritten
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    state_dir: Annotated[Path | None, _optional(_path)] = None
-    log_level: Annotated[str, _choice(*logs.LEVELS, norm=str.upper)] = "INFO"
-    attempts: Annotated[int, _integer(1, 100)] = 3
-    stop_timeout_s: Annotated[float, _number(0)] = 600.0
-    notify: Annotated[str, _off_or(_choice("off", "desktop"))] = "off"  # desktop notifications over the session D-Bus
+    state_dir: Annotated[Path | None, c.optional(c.path)] = None
+    log_level: Annotated[str, c.choice(*logs.LEVELS, norm=str.upper)] = "INFO"
+    attempts: Annotated[int, c.integer(1, 100)] = 3
+    stop_timeout_s: Annotated[float, c.number(0)] = 600.0
+    notify: Annotated[str, c.off_or(c.choice("off", "desktop"))] = "off"  # desktop notifications over the session D-Bus
 
     @property
     def resolved_state_dir(self) -> Path:
@@ -298,12 +137,13 @@ class ServiceConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    broker: Annotated[str | None, _optional(_broker)] = None  # None: single host, the embedded worker
-    password_file: Annotated[Path | None, _optional(_path)] = None  # else $SCRIBED_BROKER_PASSWORD
-    queue: Annotated[str, _nonempty_string] = "scribed"
-    path_map: Annotated[Mapping[str, Path], _path_map] = field(default_factory=dict)
-    visibility_timeout_s: Annotated[float, _number(60, 7 * 86400)] = 12 * 3600.0
-    prefetch: Annotated[int, _integer(1, 64)] = 2
+    broker: Annotated[str | None, c.optional(c.broker)] = None  # None: single host, the embedded worker
+    password_file: Annotated[Path | None, c.optional(c.path)] = None  # else $SCRIBED_BROKER_PASSWORD
+    queue: Annotated[str, c.nonempty_string] = "scribed"
+    path_map: Annotated[Mapping[str, Path], c.path_map] = field(default_factory=dict)
+    visibility_timeout_s: Annotated[float, c.number(5, 7 * 86400)] = 12 * 3600.0
+    prefetch: Annotated[int, c.integer(1, 64)] = 8  # recordings per broker message, transcribed together
+    tls_ca_file: Annotated[Path | None, c.optional(c.path)] = None  # rediss://: CA of the broker's certificate
 
 
 @dataclass(frozen=True)
@@ -317,38 +157,70 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     source: str | None = None  # the file it was loaded from, for messages
 
+    def settings_for(self, recording: Path) -> FolderSettings:
+        """What applies to ``recording``: the keys of the innermost listed folder holding it over
+        the sections' values (a plain entry, or no folder at all, sets nothing)."""
+        folder = _folder_of(self.watch.folders, recording)
+        return FolderSettings.of(self, folder)
 
-def _checkers(cls: type) -> dict[str, Checker]:
+
+# per-folder key -> the section whose key of the same name it overrides (and whose checker it uses)
+FOLDER_KEYS: dict[str, str] = {
+    "language": "transcription", "context": "transcription", "glossary": "transcription",
+    "speakers": "transcription", "timestamps": "transcription",
+    "formats": "output", "dir": "output", "source_after": "policy", "archive_dir": "policy",
+}
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """The settings in effect for the recordings of one watched folder (``folder`` None: outside
+    every listed folder, the sections' values). One field per :data:`FOLDER_KEYS` key."""
+
+    folder: Path | None
+    language: str
+    context: str
+    glossary: Mapping[str, str]
+    speakers: str | int
+    timestamps: bool
+    formats: tuple[str, ...]
+    dir: Path | None
+    source_after: str
+    archive_dir: Path | None
+
+    @classmethod
+    def of(cls, cfg: Config, folder: Path | None) -> FolderSettings:
+        keys = cfg.watch.overrides.get(folder, {}) if folder is not None else {}
+        values = {key: keys.get(key, getattr(getattr(cfg, section), key)) for key, section in FOLDER_KEYS.items()}
+        values["glossary"] = {**cfg.transcription.glossary, **keys.get("glossary", {})}
+        return cls(folder, **values)
+
+
+def _folder_of(folders: tuple[Path, ...], recording: Path) -> Path | None:
+    """The innermost of ``folders`` holding ``recording``, as listed or with its links resolved
+    (the watcher reports recordings below the resolved folders)."""
+    best, depth = None, -1
+    for folder in folders:
+        for form in {Path(os.path.abspath(folder)), folder.resolve()}:
+            if recording.is_relative_to(form) and len(form.parts) > depth:
+                best, depth = folder, len(form.parts)
+    return best
+
+
+def _checkers(cls: type) -> dict[str, c.Checker]:
+    """The YAML keys of a section: its fields annotated with a checker."""
     hints = get_type_hints(cls, include_extras=True)
-    return {f.name: hints[f.name].__metadata__[0] for f in dataclasses.fields(cls)}
+    return {f.name: hints[f.name].__metadata__[0] for f in dataclasses.fields(cls)
+            if hasattr(hints[f.name], "__metadata__")}
 
 
 # section name -> (its dataclass, key -> checker), read from the annotations above.
-SCHEMA: dict[str, tuple[type, dict[str, Checker]]] = {
+SCHEMA: dict[str, tuple[type, dict[str, c.Checker]]] = {
     f.name: (f.default_factory, _checkers(f.default_factory))  # type: ignore[arg-type]
     for f in dataclasses.fields(Config)
     if f.name != "source"
 }
-
-
-def _did_you_mean(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(options)})"
-
-
-def _cross_checks(cfg: Config) -> list[str]:
-    """Rules that involve more than one key."""
-    problems = []
-    if cfg.policy.source_after == "archive" and cfg.policy.archive_dir is None:
-        problems.append("At 'policy.archive_dir': expected a path when policy.source_after is 'archive'")
-    if cfg.policy.archive_dir is not None:
-        for folder in cfg.watch.folders:
-            if cfg.policy.archive_dir.resolve().is_relative_to(folder.resolve()) and cfg.watch.recursive:
-                problems.append(
-                    f"At 'policy.archive_dir': expected a folder outside the watched folder {str(folder)!r}"
-                    " (archived recordings would be picked up again)"
-                )
-    return problems
+FOLDER_CHECKERS: dict[str, c.Checker] = {key: SCHEMA[section][1][key] for key, section in FOLDER_KEYS.items()}
 
 
 def _check_sections(data: Any) -> dict[str, dict[str, Any]]:
@@ -361,23 +233,31 @@ def _check_sections(data: Any) -> dict[str, dict[str, Any]]:
     sections: dict[str, dict[str, Any]] = {}
     for name, raw in data.items():
         if name not in SCHEMA:
-            problems.append(f"At '{name}': unknown section{_did_you_mean(str(name), list(SCHEMA))}")
+            problems.append(f"At '{name}': unknown section{c.did_you_mean(str(name), list(SCHEMA))}")
             continue
         checkers = SCHEMA[name][1]
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            problems.append(f"At '{name}': expected a mapping, got {_describe(raw)}")
+            problems.append(f"At '{name}': expected a mapping, got {c.describe(raw)}")
             continue
         values = sections.setdefault(name, {})
         for key, value in raw.items():
             if key not in checkers:
-                problems.append(f"At '{name}.{key}': unknown key{_did_you_mean(str(key), list(checkers))}")
+                problems.append(f"At '{name}.{key}': unknown key{c.did_you_mean(str(key), list(checkers))}")
                 continue
             try:
-                values[key] = checkers[key](value)
-            except _Bad as exc:
-                problems.append(f"At '{name}.{key}': {exc}, got {_describe(value)}")
+                checked = checkers[key](value)
+            except c.Problems as exc:
+                problems += [f"At '{name}.{key}{where}': {what}" for where, what in exc.items]
+                continue
+            except c.Bad as exc:
+                problems.append(f"At '{name}.{key}': {exc}, got {c.describe(value)}")
+                continue
+            if isinstance(checked, c.Fields):
+                values.update(checked)
+            else:
+                values[key] = checked
     if problems:
         raise ConfigError(problems)
     return sections
@@ -388,7 +268,7 @@ def _validated(build: Callable[[dict[str, dict[str, Any]]], Config], data: Any, 
         cfg = build(_check_sections(data))
     except ConfigError as exc:
         raise ConfigError(exc.problems, source) from None
-    problems = _cross_checks(cfg)
+    problems = c.cross_checks(cfg)
     if problems:
         raise ConfigError(problems, source)
     return cfg
@@ -439,7 +319,9 @@ def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    """The effective config as plain YAML-able data (paths as strings)."""
+    """The effective config as plain YAML-able data (paths as strings). A folder with settings of
+    its own is shown as a mapping with every per-folder key's effective value (its own, else its
+    section's; glossaries merged), so the output loads back into the same settings."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, Path):
@@ -450,4 +332,12 @@ def to_dict(cfg: Config) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return {name: plain(dataclasses.asdict(getattr(cfg, name))) for name in SCHEMA}
+    out = {name: plain(dataclasses.asdict(getattr(cfg, name))) for name in SCHEMA}
+    del out["watch"]["overrides"]
+    out["watch"]["folders"] = [
+        {"path": str(folder), **plain({k: v for k, v in dataclasses.asdict(FolderSettings.of(cfg, folder)).items()
+                                       if k != "folder"})}
+        if folder in cfg.watch.overrides else str(folder)
+        for folder in cfg.watch.folders
+    ]
+    return out

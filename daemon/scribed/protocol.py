@@ -8,7 +8,10 @@ Contract:
   paths were chosen once, at dispatch, and are stored in the journal; ``identity`` is the
   recording as it was queued (the worker refuses content that no longer matches it);
   ``replaceable`` lists the outputs scribed itself wrote earlier, the only existing files the
-  writer may replace (unless ``output.overwrite``).
+  writer may replace (unless ``output.overwrite``); ``out_dir`` is the output folder in effect
+  for it (None: beside the recording). Its :class:`JobOptions` are the settings of the
+  recording's watched folder over the config's, resolved by the daemon: the worker transcribes
+  and renders with them, whatever its own config says.
 - A :class:`Result`'s ``outcome`` is the worker's classification; the daemon never guesses from
   the error text. One of :data:`OUTCOMES`:
   ``done`` (written), ``retry`` (failed, counts an attempt), ``final`` (the file itself is bad:
@@ -21,6 +24,7 @@ Contract:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,8 +36,22 @@ OUTCOMES: tuple[str, ...] = ("done", "retry", "final", "transient", "changed")
 
 
 @dataclass(frozen=True)
+class JobOptions:
+    """How one recording is transcribed and rendered (the formats are the keys of ``JobSpec.outputs``).
+
+    ``language`` is spelled as in the config (``auto``, a code or a name); ``glossary`` is the
+    whole glossary in effect (the folder's merged into the config's)."""
+
+    language: str = "auto"
+    context: str = ""
+    glossary: Mapping[str, str] = field(default_factory=dict)
+    speakers: str | int = "off"  # off | auto | a number of speakers
+    timestamps: bool = False  # [hh:mm:ss] at each paragraph of the .txt
+
+
+@dataclass(frozen=True)
 class JobSpec:
-    """One recording to transcribe, with its output paths decided at dispatch."""
+    """One recording to transcribe, with its output paths and options decided at dispatch."""
 
     job_id: int
     path: Path
@@ -41,8 +59,9 @@ class JobSpec:
     identity: FileIdentity
     outputs: dict[str, Path]
     failure_note: Path
-    timestamps: bool = False
+    options: JobOptions = field(default_factory=JobOptions)
     replaceable: dict[str, FileIdentity] = field(default_factory=dict)
+    out_dir: Path | None = None
 
 
 # -- daemon -> worker ------------------------------------------------------------------------

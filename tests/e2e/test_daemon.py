@@ -103,7 +103,7 @@ def test_live_daemon_with_sync_clients_status_and_sigterm(env: Env, tmp_path: Pa
     wait_for(lambda: all(env.states().get(n) == "done" for n in expected), what="sync-client files done")
     status = env.run("status")
     assert status.returncode == 0 and "running (pid" in status.stdout, status.stdout
-    assert "network: blocked in-process" in status.stdout
+    assert "network:   blocked in-process" in status.stdout
     assert "5 done" in status.stdout
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0

@@ -51,7 +51,7 @@ def test_guard_refuses_and_reports_in_the_daemon(env: Env) -> None:
     blocked = [line for line in env.log().splitlines() if "network blocked:" in line and "127.0.0.1" in line]
     assert any(f"scribed[{daemon.pid}]" in line for line in blocked), blocked
     assert any(f"scribed-worker[{worker}]" in line for line in blocked), blocked
-    assert "network: blocked in-process" in env.run("status").stdout
+    assert "network:   blocked in-process" in env.run("status").stdout
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(60) == 0
     assert "network: blocked in-process" in env.log()

@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from scribed import cli, logs
 from scribed.config import Config, parse_config
@@ -95,7 +96,7 @@ def test_verbose_and_quiet_step_along_the_one_list() -> None:
 
 def test_critical_config_silences_errors(config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
     config_file.write_text(config_file.read_text() + "  log_level: CRITICAL\n")
-    monkeypatch.setattr(cli, "_cmd_model", lambda args, cfg: cli.logger.error("an error line") or 0)
+    monkeypatch.setattr(cli, "_cmd_model", lambda args, cfg: logger.error("an error line") or 0)
     assert cli.main(["model", "list", "-c", str(config_file)]) == 0
     assert "an error line" not in capsys.readouterr().err
     assert cli.main(["model", "list", "-c", str(config_file), "-v"]) == 0  # CRITICAL -> ERROR
@@ -193,3 +194,48 @@ def test_retry_usage_error_is_one_line(config_file: Path, capsys, monkeypatch) -
     monkeypatch.setitem(sys.modules, "scribed.daemon.retry", module)
     assert cli.main(["retry", "-c", str(config_file)]) == 2
     assert _err_lines(capsys) == ["scribed: name recordings or folders, or use --failed"]
+
+
+# -- every command: one `scribed:` line for a bad config; status flags; worker; transcribe --------------
+
+
+@pytest.mark.parametrize("command", [
+    ["transcribe", "x.wav"], ["run", "--once"], ["status"], ["status", "--json"], ["retry", "--failed"],
+    ["model", "list"], ["model", "pull"], ["service", "unit"], ["service", "install"], ["bench", "--quick"],
+    ["worker"], ["check-config"],
+])  # fmt: skip
+def test_every_command_says_scribed_first_for_a_bad_config(tmp_path: Path, capsys, command: list[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("watch:\n  folderz: [/x]\n")
+    args = [*command, "-c", str(bad)] if command != ["check-config"] else ["check-config", str(bad)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("scribed: 1 configuration problem(s)") and "did you mean 'folders'" in err[1]
+
+
+def test_status_follow_and_json_do_not_go_together(config_file: Path, capsys) -> None:
+    assert cli.main(["status", "--follow", "--json", "-c", str(config_file)]) == 2
+    assert _err_lines(capsys) == [
+        "scribed: --follow and --json do not go together (for scripts: run --json repeatedly)"]
+
+
+def test_worker_calls_the_cluster_worker(config_file: Path, monkeypatch) -> None:
+    calls: list[Config] = []
+    module = types.ModuleType("scribed.engine.cluster_worker")
+    module.worker_command = lambda cfg: calls.append(cfg) or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "scribed.engine.cluster_worker", module)
+    assert cli.main(["worker", "-c", str(config_file)]) == 7
+    assert calls[0].service.state_dir == config_file.parent / "state"
+
+
+def test_worker_without_cluster_support_is_one_line(config_file: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "scribed.engine.cluster_worker", None)  # as if it were not installed
+    assert cli.main(["worker", "-c", str(config_file)]) == 2
+    assert _err_lines(capsys) == [
+        "scribed: cluster mode is not part of this installation (no scribed.engine.cluster_worker)"]
+
+
+def test_transcribe_names_each_missing_file(config_file: Path, tmp_path: Path, capsys) -> None:
+    assert cli.main(["transcribe", "-c", str(config_file), str(tmp_path / "a.wav"), str(tmp_path / "b.wav")]) == 1
+    assert _err_lines(capsys) == [f"scribed: no such file: {tmp_path / 'a.wav'}",
+                                  f"scribed: no such file: {tmp_path / 'b.wav'}"]

@@ -11,13 +11,16 @@ import yaml
 from scribed import logs, text
 from scribed.cli import main
 from scribed.config import (
+    FOLDER_KEYS,
     SCHEMA,
     Config,
+    FolderSettings,
     default_config_path,
     expand_path,
     load_config,
     overlay,
     parse_config,
+    to_dict,
 )
 from scribed.errors import ConfigError
 from scribed.system.retention import HARDLINKED, STRATEGIES
@@ -192,3 +195,95 @@ def test_expand_path_is_the_one_expansion(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert expand_path("$SCRIBED_T/a") == tmp_path / "a"
     assert expand_path(Path("~/b")) == Path.home() / "b"
     assert expand_path("rel/c") == Path("rel/c")  # not made absolute
+
+
+# -- per-folder settings ----------------------------------------------------------------------------
+def test_every_folder_key_is_a_key_of_its_section_and_a_setting() -> None:
+    for key, section in FOLDER_KEYS.items():
+        assert key in SCHEMA[section][1], f"{section}.{key}"
+    assert [f.name for f in dataclasses.fields(FolderSettings)] == ["folder", *FOLDER_KEYS]
+    assert _example_comment("folders").count("see below") == 1
+    documented = "\n".join(ln for ln in EXAMPLE.read_text().splitlines() if ln.lstrip().startswith("#"))
+    assert all(key in documented for key in FOLDER_KEYS)
+
+
+def test_the_documented_folder_example_is_valid() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("  # folders:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        block.append(line[:2] + line[4:])  # "  #   - path: x" -> "    - path: x"
+    cfg = parse_config({"watch": yaml.safe_load("\n".join(block))})
+    assert len(cfg.watch.folders) == 3 and len(cfg.watch.overrides) == 2
+    board = cfg.settings_for(Path("/srv/share/board/2024/q1.m4a"))
+    assert (board.language, board.source_after, board.dir) == ("en", "archive", Path("/srv/transcripts/board"))
+    assert cfg.settings_for(Path("/srv/share/china-team/a.wav")).formats == ("txt", "srt")
+
+
+def _nested(tmp_path: Path) -> Config:
+    return parse_config({
+        "watch": {"folders": [
+            {"path": str(tmp_path / "share"), "language": "zh", "glossary": {"ali": "Alibaba"}, "formats": ["srt"],
+             "context": "Team China", "speakers": 2, "timestamps": True},
+            str(tmp_path / "share" / "english"),
+            {"path": str(tmp_path / "share" / "board"), "language": "en", "dir": str(tmp_path / "out"),
+             "source_after": "delete"},
+        ]},
+        "transcription": {"glossary": {"open ai": "OpenAI", "ali": "ALI"}},
+        "output": {"dir": str(tmp_path / "all")},
+    })
+
+
+def test_the_innermost_listed_folder_wins(tmp_path: Path) -> None:
+    cfg = _nested(tmp_path)
+    share = cfg.settings_for(tmp_path / "share" / "2024" / "deep" / "a.wav")
+    assert share == FolderSettings(tmp_path / "share", "zh", "Team China", {"open ai": "OpenAI", "ali": "Alibaba"}, 2,
+                                   True, ("srt",), tmp_path / "all", "keep", None)
+    # A plain nested entry sets nothing: the sections' values, not the enclosing folder's.
+    english = cfg.settings_for(tmp_path / "share" / "english" / "b.wav")
+    assert english == FolderSettings(tmp_path / "share" / "english", "auto", "", {"open ai": "OpenAI", "ali": "ALI"},
+                                     "off", False, ("txt",), tmp_path / "all", "keep", None)
+    board = cfg.settings_for(tmp_path / "share" / "board" / "c.wav")
+    assert (board.folder, board.language, board.dir, board.source_after, board.formats) == (
+        tmp_path / "share" / "board", "en", tmp_path / "out", "delete", ("txt",))
+    outside = cfg.settings_for(tmp_path / "elsewhere" / "d.wav")
+    assert outside.folder is None and outside == dataclasses.replace(english, folder=None)
+    assert cfg.settings_for(tmp_path / "share-2" / "e.wav").folder is None  # a prefix is not a folder
+
+
+def test_a_recording_below_a_linked_folder_gets_its_settings(tmp_path: Path) -> None:
+    real = tmp_path / "mnt" / "share"
+    real.mkdir(parents=True)
+    (tmp_path / "share").symlink_to(real)
+    cfg = parse_config({"watch": {"folders": [{"path": str(tmp_path / "share"), "language": "yue"}]}})
+    # The watcher reports recordings below the resolved folder.
+    assert cfg.settings_for(real / "a.wav").language == "yue"
+    assert cfg.settings_for(tmp_path / "share" / "a.wav").language == "yue"
+
+
+def test_check_config_shows_each_folders_effective_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _nested(tmp_path)
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml.safe_dump(to_dict(cfg), allow_unicode=True))
+    assert main(["check-config", str(file)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    share, english, board = printed["watch"]["folders"]
+    assert share == {"path": str(tmp_path / "share"), "language": "zh", "context": "Team China",
+                     "glossary": {"open ai": "OpenAI", "ali": "Alibaba"}, "speakers": 2, "timestamps": True,
+                     "formats": ["srt"], "dir": str(tmp_path / "all"), "source_after": "keep", "archive_dir": None}
+    assert english == str(tmp_path / "share" / "english")
+    assert board["language"] == "en" and board["source_after"] == "delete" and board["glossary"] == {
+        "open ai": "OpenAI", "ali": "ALI"}
+    assert "overrides" not in printed["watch"]
+    # What it prints loads back into the same settings for every recording.
+    again = load_config(file)
+    for rec in ("share/x/a.wav", "share/english/b.wav", "share/board/c.wav", "d.wav"):
+        assert again.settings_for(tmp_path / rec) == cfg.settings_for(tmp_path / rec), rec
+
+
+def test_overlay_keeps_the_folders_settings(tmp_path: Path) -> None:
+    cfg = overlay(_nested(tmp_path), {"transcription": {"language": "en", "timestamps": None}})
+    assert cfg.settings_for(tmp_path / "share" / "a.wav").language == "zh"  # the folder's own
+    assert cfg.settings_for(tmp_path / "share" / "english" / "a.wav").language == "en"  # the section's, overlaid

@@ -5,7 +5,11 @@ Contract:
   done recording moved or renamed inside the watched folders, its transcripts follow it).
 - :func:`plan_batch`: the next batch for the worker: at most :data:`MAX_FILES_PER_BATCH` files
   and about :data:`MAX_AUDIO_PER_BATCH_S` of audio; a job that already failed an attempt (it
-  may have crashed a worker) goes alone. Output paths are decided here, once, and stored.
+  may have crashed a worker) goes alone. Output paths are decided here, once, and stored; the
+  recording's folder settings (:meth:`~scribed.config.Config.settings_for`) are resolved here,
+  once, into its :class:`~scribed.protocol.JobOptions`.
+- Every rule that depends on where a recording lives (formats, output folder, ``source_after``,
+  archive folder, language, context, glossary, speakers, timestamps) takes its folder's settings.
 - :func:`finish`: a worker's :class:`~scribed.protocol.Result` -> the journal, by its outcome:
   done (unless the recording changed meanwhile: then it is transcribed again), retry (an
   attempt), final (no more attempts), transient (backoff from :data:`TRANSIENT_FIRST_S`
@@ -31,11 +35,11 @@ from typing import Protocol
 from loguru import logger
 
 from scribed import output
-from scribed.config import Config
+from scribed.config import Config, FolderSettings
 from scribed.daemon.journal import Job, Journal, shown
 from scribed.errors import ScribedError
 from scribed.identity import FileIdentity
-from scribed.protocol import JobSpec, Result
+from scribed.protocol import JobOptions, JobSpec, Result
 from scribed.system import retention
 
 MAX_FILES_PER_BATCH = 8
@@ -68,9 +72,10 @@ def transient_delay(failures: int) -> float:
 # -- intake -----------------------------------------------------------------------------------------
 def intake(cfg: Config, journal: Journal, ready: Settled) -> str:
     """Offer a settled recording to the journal; returns the journal's decision (or "moved")."""
-    if cfg.policy.source_after == "keep" and journal.find(ready.path) is None and _follow_move(cfg, journal, ready):
+    settings = cfg.settings_for(ready.path)
+    if settings.source_after == "keep" and journal.find(ready.path) is None and _follow_move(settings, journal, ready):
         return "moved"
-    paths = output.output_paths(ready.path, cfg.output.formats, cfg.output.dir, ready.root)
+    paths = output.output_paths(ready.path, settings.formats, settings.dir, ready.root)
     # Only a regular file at an output name is a transcript somebody wrote (skipped unless
     # output.overwrite). A link or anything else there is an obstacle, not a transcript: the job
     # is queued and the write refuses it with a clear reason (a failed job, retryable by hand).
@@ -93,15 +98,16 @@ def _regular(path: Path) -> bool:
         return False
 
 
-def _follow_move(cfg: Config, journal: Journal, ready: Settled) -> bool:
-    """A done recording that now lives at ``ready.path``: move the transcripts scribed wrote for it."""
+def _follow_move(settings: FolderSettings, journal: Journal, ready: Settled) -> bool:
+    """A done recording that now lives at ``ready.path`` (with ``settings``): move the transcripts
+    scribed wrote for it."""
     for job in journal.moved_candidates(ready.identity):
         with contextlib.suppress(OSError):
             if job.identity.same_file(os.lstat(job.path)):
                 continue  # still there: this is a copy, which gets its own transcript
         if job.identity.sha256 != ready.identity.sha256:
             continue  # same inode, other content: not the recording that was transcribed
-        targets = output.output_paths(ready.path, cfg.output.formats, cfg.output.dir, ready.root)
+        targets = output.output_paths(ready.path, settings.formats, settings.dir, ready.root)
         moved: dict[str, FileIdentity] = {}
         for fmt, ident in job.written.items():
             if fmt in targets and fmt in job.outputs:
@@ -165,14 +171,18 @@ def plan_batch(cfg: Config, journal: Journal) -> list[JobSpec]:
 
 
 def job_spec(cfg: Config, job: Job) -> JobSpec:
-    """What the worker gets. Paths a job already has are kept while they fit the config, so a
-    recording keeps its transcript's name when a same-named twin arrives later."""
-    fresh = output.output_paths(job.path, cfg.output.formats, cfg.output.dir, job.root)
+    """What the worker gets, with the settings of the recording's folder. Paths a job already has
+    are kept while they fit the config, so a recording keeps its transcript's name when a
+    same-named twin arrives later."""
+    s = cfg.settings_for(job.path)
+    fresh = output.output_paths(job.path, s.formats, s.dir, job.root)
     keep = set(job.outputs) == set(fresh) and all(job.outputs[f].parent == fresh[f].parent for f in fresh)
     outputs = dict(job.outputs) if keep else fresh
-    note = job.failure_note if keep and job.failure_note else output.failure_path(job.path, cfg.output.dir, job.root)
-    return JobSpec(job.id, job.path, job.root, job.identity, outputs, note, cfg.transcription.timestamps,
-                   {f: job.written[f] for f in outputs if f in job.written})
+    note = job.failure_note if keep and job.failure_note else output.failure_path(job.path, s.dir, job.root)
+    options = JobOptions(language=s.language, context=s.context, glossary=dict(s.glossary), speakers=s.speakers,
+                         timestamps=s.timestamps)
+    return JobSpec(job.id, job.path, job.root, job.identity, outputs, note, options,
+                   {f: job.written[f] for f in outputs if f in job.written}, s.dir)
 
 
 # -- results ----------------------------------------------------------------------------------------
@@ -266,8 +276,9 @@ def report_failure(cfg: Config, journal: Journal, job: Job, error: str, final: b
 
 
 def _root_of(cfg: Config, job: Job, path: Path) -> Path | None:
-    """The folder below which no symlink is followed for ``path``: the watched folder or output.dir."""
-    for root in (job.root, cfg.output.dir):
+    """The folder below which no symlink is followed for ``path``: the watched folder or the
+    output folder in effect for the recording."""
+    for root in (job.root, cfg.settings_for(job.path).dir):
         if root is not None and path.is_relative_to(root):
             return root
     return None
@@ -284,12 +295,14 @@ def _drop_failure_note(cfg: Config, job: Job) -> dict[str, FileIdentity]:
 
 
 def _apply_retention(cfg: Config, job: Job, written: dict[str, FileIdentity]) -> None:
-    action = cfg.policy.source_after
+    """The recording's folder's ``source_after`` (and archive folder), once its transcript is written."""
+    settings = cfg.settings_for(job.path)
+    action = settings.source_after
     transcripts = [job.outputs[f] for f in ("txt", *job.outputs) if f in job.outputs and f in written]
     if action == "keep" or not transcripts:
         return
     try:
-        retention.apply_source_after(job.path, transcripts[0], action, archive_dir=cfg.policy.archive_dir,
+        retention.apply_source_after(job.path, transcripts[0], action, archive_dir=settings.archive_dir,
                                      watch_root=job.root, passes=cfg.policy.secure_delete_passes,
                                      identity=job.identity, hardlinked=cfg.policy.hardlinked)
     except Exception as exc:  # the transcript is safe; the recording stays where it is

@@ -22,18 +22,19 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from scribed import protocol
-from scribed.config import Config, load_config
+from scribed.config import Config, FolderSettings, load_config
 from scribed.daemon import jobs, lock, status
+from scribed.daemon.cluster import cluster_worker_factory  # loads no celery/redis until used
 from scribed.daemon.journal import Journal, shown
 from scribed.daemon.worker import Exited, WorkerHandle
-from scribed.system import files, netguard
+from scribed.system import desktop, files, netguard
 from scribed.system.sdnotify import Notifier
 
 HEARTBEAT_S = 2.0
@@ -59,6 +60,49 @@ def _not_watched(cfg: Config) -> list[Path]:
     return [cfg.service.resolved_state_dir, *([cfg.policy.archive_dir] if cfg.policy.archive_dir else [])]
 
 
+def _reread(cfg: Config) -> Config | None:
+    """The config file again, or None (logged) when it is now invalid: the old one stays."""
+    try:
+        return load_config(cfg.source)
+    except Exception as exc:
+        logger.error("config reload failed, keeping the running config: {}", exc)
+        return None
+
+
+def _written_folders(cfg: Config) -> list[Path]:
+    """Everywhere scribed writes temporaries: watched, output and archive folders (per folder too).
+    The archive counts: a cross-filesystem archive copy cut short is a temporary holding audio."""
+    per_folder = [FolderSettings.of(cfg, f) for f in cfg.watch.folders]
+    extra = (cfg.output.dir, cfg.policy.archive_dir, *(x.dir for x in per_folder), *(x.archive_dir for x in per_folder))
+    return list(dict.fromkeys([*cfg.watch.folders, *(d for d in extra if d is not None)]))
+
+
+class _Desktop:
+    """Desktop notifications for jobs finished for good (``service.notify: desktop``): the file
+    name only, never its text. A no-op when notifications are off."""
+
+    def __init__(self, cfg: Config, journal: Journal) -> None:
+        self.journal, self.cfg = journal, cfg
+        self.notifier = desktop.from_config(cfg)
+
+    def reconfigure(self, cfg: Config) -> None:
+        if cfg.service.notify != self.cfg.service.notify:
+            self.close()
+            self.cfg, self.notifier = cfg, desktop.from_config(cfg)
+
+    def finished(self, job_ids: Iterable[int]) -> None:
+        for job_id in job_ids if self.notifier is not None else ():
+            job = self.journal.get(job_id)
+            if job is not None and job.state == "done":
+                self.notifier.transcript_ready(job.path)
+            elif job is not None and job.state == "failed":
+                self.notifier.transcription_failed(job.path, job.last_error or "")
+
+    def close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.close()
+
+
 class Daemon:
     def __init__(self, cfg: Config, *, journal: Journal | None = None,
                  watcher_factory: Callable[..., Any] = _folder_watcher,
@@ -67,6 +111,7 @@ class Daemon:
         self.cfg, self.clock, self.tick_s = cfg, clock, tick_s
         self.journal = journal or Journal(cfg.service.journal_path)
         self.notifier = notifier or Notifier()
+        self.desktop = _Desktop(cfg, self.journal)
         self._new_watcher, self._new_worker = watcher_factory, worker_factory
         self.watcher: Any = None
         self.worker: Any = None
@@ -93,9 +138,7 @@ class Daemon:
         """Recover, wipe stale temporaries, start watching and the worker."""
         _announce(self.cfg, self.journal)
         jobs.recover(self.cfg, self.journal)
-        # The archive too: a cross-filesystem archive copy cut short is a temporary holding audio.
-        extra = [d for d in (self.cfg.output.dir, self.cfg.policy.archive_dir) if d is not None]
-        files.wipe_stale_temporaries([*self.cfg.watch.folders, *extra], self.cfg.policy.secure_delete_passes,
+        files.wipe_stale_temporaries(_written_folders(self.cfg), self.cfg.policy.secure_delete_passes,
                                      max_depth=self.cfg.watch.max_depth)  # logs what it wiped
         self._watch()
         self._start_worker(now)
@@ -140,7 +183,8 @@ class Daemon:
         return None
 
     def _drained(self) -> bool:
-        idle = self.worker is None or (self.worker.ready and not self.worker.busy)
+        idle = self.worker is None or (self.worker.ready and not self.worker.busy
+                                       and not getattr(self.worker, "in_flight", ()))  # cluster jobs out
         return idle and self.watcher.pending() == 0 and not self.journal.queued(1)
 
     def shutdown(self) -> None:
@@ -155,6 +199,7 @@ class Daemon:
                     jobs.interrupt(self.journal, event.unfinished)
                 else:
                     self._on_event(event, self.clock())
+        self.desktop.close()
         self.journal.set_meta(worker="stopped", pid=None)
         logger.info("scribed stopped")
 
@@ -166,10 +211,8 @@ class Daemon:
     def _reload(self) -> None:
         self.reload_requested = False
         self.notifier.reloading()
-        try:
-            new = load_config(self.cfg.source)
-        except Exception as exc:
-            logger.error("config reload failed, keeping the running config: {}", exc)
+        new = _reread(self.cfg)
+        if new is None:
             self.notifier.ready()
             return
         old, self.cfg = self.cfg, new
@@ -179,6 +222,7 @@ class Daemon:
         if (new.model, new.transcription, new.policy) != (old.model, old.transcription, old.policy) and self.worker:
             logger.info("model/transcription settings changed: restarting the worker after the current job")
             self.restart = "pending"
+        self.desktop.reconfigure(new)
         logger.info("config reloaded from {}", new.source)
         self.notifier.ready()
 
@@ -236,7 +280,9 @@ class Daemon:
         elif isinstance(event, protocol.Progress):
             self.journal.progress(event.job_id, event.done, event.total)
         elif isinstance(event, protocol.Result):
-            self.failed_this_run += jobs.finish(self.cfg, self.journal, event) == "failed"
+            outcome = jobs.finish(self.cfg, self.journal, event)
+            self.failed_this_run += outcome == "failed"
+            self.desktop.finished([event.job_id])
         elif isinstance(event, protocol.Idle):
             self.journal.set_meta(worker="ready")
         elif isinstance(event, protocol.Unloaded):
@@ -257,6 +303,7 @@ class Daemon:
         logger.error("worker died (exit code {}); restarting it", event.exitcode)
         reason = f"worker process died (exit code {event.exitcode})"
         self.failed_this_run += jobs.abandon(self.cfg, self.journal, event.unfinished, reason)
+        self.desktop.finished(event.unfinished)  # only those now failed for good
         self.worker_failures += 1
         self.next_worker_start = now + jobs.restart_delay(self.worker_failures)
 
@@ -267,7 +314,8 @@ def run_daemon(cfg: Config, once: bool = False) -> int:
 
     harden.harden_process(cfg, "daemon")
     with lock.hold(cfg.service.resolved_state_dir):
-        daemon = Daemon(cfg)
+        # Cluster mode: jobs go to the broker's workers instead of a local spawn worker.
+        daemon = Daemon(cfg, worker_factory=cluster_worker_factory(cfg)) if cfg.cluster.broker else Daemon(cfg)
         signal.signal(signal.SIGTERM, daemon.request_stop)
         signal.signal(signal.SIGINT, daemon.request_stop)
         signal.signal(signal.SIGHUP, daemon.request_reload)

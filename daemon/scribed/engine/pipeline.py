@@ -8,8 +8,15 @@ Contract:
   ``max_split_depth`` times; what still fails is kept (collapsed) and listed in
   ``Transcript.failures`` so the outputs and the log can say so.
 - Segment times are seconds of the original recording.
+- Speaker turns (``options.speakers`` auto or N) are found before recognition
+  (:mod:`scribed.engine.speakers`) and the chunks are cut at every change of speaker
+  (:mod:`scribed.engine.turns`), so a chunk, and the segment it becomes, has one speaker: text
+  and turns agree by construction, with or without word timings.
 - After recognition each transcript goes through the pipeline's stages in order
-  (:mod:`scribed.engine.stages`; by default the repetition/glossary clean-up).
+  (:mod:`scribed.engine.stages`; by default the repetition/glossary clean-up, then word timings
+  when ``options.word_timestamps``).
+- The models beside the recognizer (voice encoder, forced aligner) live in :class:`Analysers`,
+  loaded on first use and shared by every pipeline made with :meth:`Pipeline.with_options`.
 """
 
 from __future__ import annotations
@@ -17,15 +24,31 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from loguru import logger
 
 from scribed import text
+from scribed.engine.speakers import SpeakerFinder, SpeakerOptions, Turns
 from scribed.engine.stages import Stage, default_stages, run_stages
-from scribed.engine.types import ChunkFailure, ChunkRequest, ChunkResult, Engine, Segment, TranscribeOptions, Transcript
+from scribed.engine.turns import split_at_turns
+from scribed.engine.types import (
+    AlignerSpec,
+    ChunkFailure,
+    ChunkRequest,
+    ChunkResult,
+    Engine,
+    Segment,
+    SpeakerTurn,
+    TranscribeOptions,
+    Transcript,
+)
 from scribed.media import segment
 from scribed.media.audio import SAMPLE_RATE, DecodedAudio
+
+if TYPE_CHECKING:
+    from scribed.engine.align import WordAligner
 
 
 @dataclass
@@ -35,18 +58,62 @@ class _Item:
     end: int
     pause_before: float
     depth: int = 0
+    speaker: int | None = None
 
 
 Progress = Callable[[Hashable, int, int], None]
 
 
-class Pipeline:
-    """Chunk, batch, generate and assemble. One instance per loaded engine; not thread-safe."""
+class Analysers:
+    """The models beside the recognizer, each loaded on first use: the voice encoder (speaker
+    turns) and the forced aligner (word timings, one per :class:`AlignerSpec`)."""
 
-    def __init__(self, engine: Engine, options: TranscribeOptions, stages: Sequence[Stage] | None = None) -> None:
+    def __init__(self, speakers: SpeakerFinder | None = None) -> None:
+        self.speakers = speakers or SpeakerFinder()
+        self._aligners: dict[AlignerSpec, WordAligner] = {}
+
+    def aligner(self, spec: AlignerSpec) -> WordAligner:
+        if spec not in self._aligners:
+            from scribed.engine.align import WordAligner  # torch and transformers: only when used
+
+            self._aligners[spec] = WordAligner(spec)
+        return self._aligners[spec]
+
+    def unload(self) -> None:
+        self.speakers.unload()
+        for aligner in self._aligners.values():
+            aligner.unload()
+
+
+class Pipeline:
+    """Chunk, batch, generate and assemble. One instance per loaded engine and set of options; not thread-safe.
+
+    Raises ModelError at construction when the options need a model that is not installed (the
+    voice encoder's weights for speakers, the aligner for word timestamps), naming the fix."""
+
+    def __init__(self, engine: Engine, options: TranscribeOptions, stages: Sequence[Stage] | None = None, *,
+                 analysers: Analysers | None = None) -> None:
         self.engine = engine
         self.options = options
-        self.stages: tuple[Stage, ...] = default_stages(options) if stages is None else tuple(stages)
+        self.analysers = analysers or Analysers()
+        self._given_stages = None if stages is None else tuple(stages)
+        if options.speakers not in ("off", 1):
+            from scribed.engine.voice import weights_path
+
+            weights_path()
+        if options.word_timestamps:
+            self.analysers.aligner(options.aligner).resolve()
+        self.stages: tuple[Stage, ...] = (default_stages(options, self.analysers.aligner)
+                                          if stages is None else self._given_stages)
+
+    def with_options(self, options: TranscribeOptions) -> Pipeline:
+        """A pipeline for other options on the same engine, sharing the loaded analysers."""
+        return Pipeline(self.engine, options, self._given_stages, analysers=self.analysers)
+
+    def unload(self) -> None:
+        """Free the recognizer and the analysers; each reloads when next used."""
+        self.engine.unload()
+        self.analysers.unload()
 
     def transcribe(self, recordings: Mapping[Hashable, DecodedAudio], *,
                    progress: Progress | None = None) -> dict[Hashable, Transcript]:
@@ -55,11 +122,15 @@ class Pipeline:
         seg_opts = segment.SegmentOptions(max_chunk_s=opts.max_chunk_s)
         pending: list[_Item] = []
         totals: dict[Hashable, int] = {}
+        turns: dict[Hashable, Turns | None] = {}
         for key, audio in recordings.items():
             chunks = segment.plan_chunks(audio.samples, SAMPLE_RATE, seg_opts)
-            totals[key] = len(chunks)
-            pending += [_Item(key, c.start, c.end, c.pause_before_s) for c in chunks]
-            logger.debug("{}: {} chunks planned", audio.source, len(chunks))
+            turns[key] = self._turns(audio)
+            pieces = (split_at_turns(chunks, turns[key].turns, audio.samples) if turns[key] is not None
+                      else [(c, None) for c in chunks])
+            totals[key] = len(pieces)
+            pending += [_Item(key, c.start, c.end, c.pause_before_s, speaker=who) for c, who in pieces]
+            logger.debug("{}: {} chunks planned", audio.source, len(pieces))
         done_count: Counter[Hashable] = Counter()
         finished: dict[Hashable, list[tuple[_Item, ChunkResult]]] = {k: [] for k in recordings}
         failures: dict[Hashable, list[ChunkFailure]] = {k: [] for k in recordings}
@@ -98,10 +169,25 @@ class Pipeline:
                 finished[item.key].append((item, result))
             pending = retry
         return {key: run_stages(self.stages, recordings[key],
-                                self._assemble(recordings[key], finished[key], failures[key]))
+                                self._assemble(recordings[key], finished[key], failures[key], turns[key]))
                 for key in recordings}
 
     # -- helpers -------------------------------------------------------------------------------
+    def _turns(self, audio: DecodedAudio) -> Turns | None:
+        """Who speaks when, or None when speakers are off."""
+        opts = self.options
+        if opts.speakers == "off":
+            return None
+        if opts.speakers == 1:  # nothing to tell apart
+            found = Turns("voices", tuple(SpeakerTurn(a / SAMPLE_RATE, b / SAMPLE_RATE, 0)
+                                          for a, b in segment.find_speech(audio.samples)))
+        else:
+            found = self.analysers.speakers.find(
+                audio, SpeakerOptions.from_setting(opts.speakers, opts.min_speakers, opts.max_speakers))
+        logger.info("{}: {} speaker(s) told apart by {}, {} turns", audio.source, found.count,
+                    "channel" if found.method == "channels" else "voice", len(found.turns))
+        return found
+
     def _request(self, samples: np.ndarray, item: _Item) -> ChunkRequest:
         seconds = (item.end - item.start) / SAMPLE_RATE
         return ChunkRequest(audio=samples[item.start:item.end], max_new_tokens=self.options.token_budget(seconds),
@@ -113,11 +199,11 @@ class Pipeline:
         if item.depth >= self.options.max_split_depth or seconds < 2 * self.options.min_split_s:
             return None
         cut = segment.quietest_point(samples, item.start, item.end, SAMPLE_RATE)
-        return [_Item(item.key, item.start, cut, item.pause_before, item.depth + 1),
-                _Item(item.key, cut, item.end, 0.0, item.depth + 1)]
+        return [_Item(item.key, item.start, cut, item.pause_before, item.depth + 1, item.speaker),
+                _Item(item.key, cut, item.end, 0.0, item.depth + 1, item.speaker)]
 
     def _assemble(self, audio: DecodedAudio, parts: list[tuple[_Item, ChunkResult]],
-                  failures: list[ChunkFailure]) -> Transcript:
+                  failures: list[ChunkFailure], turns: Turns | None) -> Transcript:
         segments = []
         weights: Counter[str] = Counter()
         for item, result in sorted(parts, key=lambda p: p[0].start):
@@ -125,10 +211,13 @@ class Pipeline:
             start, end = item.start / SAMPLE_RATE, item.end / SAMPLE_RATE
             if code and result.text.strip():
                 weights[code] += end - start
-            segments.append(Segment(round(start, 3), round(end, 3), result.text, code, round(item.pause_before, 3)))
+            segments.append(Segment(round(start, 3), round(end, 3), result.text, code, round(item.pause_before, 3),
+                                    item.speaker))
         forced = text.language_code(self.options.language)
         language = forced or (weights.most_common(1)[0][0] if weights else None)
         return Transcript(source=audio.source, duration_s=round(audio.duration_s, 3), language=language,
                           model=self.engine.name, segments=tuple(segments),
                           failures=tuple(sorted(failures, key=lambda f: f.start)),
-                          paragraph_pause_s=self.options.paragraph_pause_s)
+                          paragraph_pause_s=self.options.paragraph_pause_s,
+                          speaker_method=turns.method if turns else None,
+                          channel_of=dict(turns.channel_of) if turns else {})

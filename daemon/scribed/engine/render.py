@@ -2,7 +2,14 @@
 
 Contract:
 - The JSON layout is an interface: ``{"source", "duration_s", "language", "model", "segments":
-  [{"start", "end", "text", "language"}], "text", "failures": [...], "no_speech"}``.
+  [{"start", "end", "text", "language", "speaker"}], "text", "failures": [...], "no_speech",
+  "speakers": [{"label", "speaking_s", "channel"?}], "speaker_method", "words": [{"start", "end",
+  "text", "speaker"}], "word_timing", "notes"}``. Without speaker turns ``speaker`` is null,
+  ``speakers`` empty and ``speaker_method`` null; without word timestamps ``words`` is empty and
+  ``word_timing`` null ("aligned", "partial" or "estimated" when asked for: see ``notes``).
+- With speaker turns, txt has one paragraph per turn starting ``Speaker N:`` (after the
+  ``[hh:mm:ss]`` stamp when timestamps are on), each srt cue starts with ``Speaker N:``, and
+  each vtt cue is a ``<v Speaker N>`` voice span. Cues follow :mod:`scribed.engine.subtitles`.
 - A recording in which nothing was recognised (``Transcript.no_speech``) still gets every format,
   saying so: txt holds :data:`NO_SPEECH`, json has ``"segments": []`` and ``"no_speech": true``,
   srt one cue over the whole recording, vtt a ``NOTE``. :func:`write_transcript` logs it once.
@@ -19,7 +26,8 @@ from pathlib import Path
 from loguru import logger
 
 from scribed import text as textmod
-from scribed.engine.types import Transcript
+from scribed.engine.subtitles import Cue, cues
+from scribed.engine.types import Transcript, speaker_label
 from scribed.identity import FileIdentity
 from scribed.output import atomic_write
 
@@ -34,41 +42,63 @@ def _failure_note(t: Transcript) -> list[str]:
 def render_txt(t: Transcript, timestamps: bool = False) -> str:
     if t.no_speech:
         return NO_SPEECH + "\n"
-    paragraphs = [f"[{textmod.format_clock(start)}] {body}" if timestamps else body
-                  for start, body in t.paragraphs]
+    paragraphs = []
+    for block in t.blocks:
+        body = f"{speaker_label(block.speaker)}: {block.text}" if block.speaker is not None else block.text
+        paragraphs.append(f"[{textmod.format_clock(block.start)}] {body}" if timestamps else body)
     return "\n\n".join(paragraphs + _failure_note(t)) + "\n"
 
 
-def _cues(t: Transcript) -> list[tuple[float, float, str]]:
-    """Subtitle cues: each segment split at sentence ends, time shared out by character count
-    (the model gives no word timings, so this is an estimate inside the segment's true bounds)."""
-    cues = []
-    for seg in t.segments:
-        pieces = textmod.split_sentences(seg.text)
-        total = sum(len(p) for p in pieces) or 1
-        start = seg.start
-        for piece in pieces:
-            end = start + (seg.end - seg.start) * len(piece) / total
-            cues.append((start, end, piece))
-            start = end
-    return cues
+def _srt_body(cue: Cue) -> str:
+    lines = list(cue.lines)
+    if cue.speaker is not None:
+        lines[0] = f"{speaker_label(cue.speaker)}: {lines[0]}"
+    return "\n".join(lines)
 
 
 def render_srt(t: Transcript) -> str:
     # SubRip has no comments: silence is one cue over the whole recording
-    cues = [(0.0, t.duration_s, NO_SPEECH)] if t.no_speech else _cues(t)
+    timed = [(0.0, t.duration_s, NO_SPEECH)] if t.no_speech else [(c.start, c.end, _srt_body(c)) for c in cues(t)]
     blocks = [f"{i}\n{textmod.format_clock(a, millis=True, sep=',')} --> "
               f"{textmod.format_clock(b, millis=True, sep=',')}\n{body}\n"
-              for i, (a, b, body) in enumerate(cues, 1)]
+              for i, (a, b, body) in enumerate(timed, 1)]
     return "\n".join(blocks)
+
+
+def _vtt_escape(value: str) -> str:
+    """Cue text: "-->" would end the timing line; "<" and "&" would start markup."""
+    return value.replace("-->", "->").replace("&", "&amp;").replace("<", "&lt;")
 
 
 def render_vtt(t: Transcript) -> str:
     if t.no_speech:
         return f"WEBVTT\n\nNOTE {NO_SPEECH.strip('[]')}\n"
-    blocks = [f"{textmod.format_clock(a, millis=True)} --> {textmod.format_clock(b, millis=True)}\n"
-              f"{body.replace('-->', '->')}\n" for a, b, body in _cues(t)]
+    blocks = []
+    for cue in cues(t):
+        body = "\n".join(_vtt_escape(line) for line in cue.lines)
+        if cue.speaker is not None:
+            body = f"<v {speaker_label(cue.speaker)}>{body}"
+        blocks.append(f"{textmod.format_clock(cue.start, millis=True)} --> "
+                      f"{textmod.format_clock(cue.end, millis=True)}\n{body}\n")
     return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def _speakers(t: Transcript) -> list[dict[str, object]]:
+    spoken: dict[int, float] = {}
+    for seg in t.segments:
+        if seg.speaker is not None and seg.text:
+            spoken[seg.speaker] = spoken.get(seg.speaker, 0.0) + seg.end - seg.start
+    out: list[dict[str, object]] = []
+    for who in t.speakers:
+        entry: dict[str, object] = {"label": speaker_label(who), "speaking_s": round(spoken[who], 3)}
+        if who in t.channel_of:
+            entry["channel"] = t.channel_of[who]
+        out.append(entry)
+    return out
+
+
+def _label(speaker: int | None) -> str | None:
+    return speaker_label(speaker) if speaker is not None else None
 
 
 def transcript_dict(t: Transcript) -> dict[str, object]:
@@ -77,11 +107,17 @@ def transcript_dict(t: Transcript) -> dict[str, object]:
         "duration_s": t.duration_s,
         "language": t.language,
         "model": t.model,
-        "segments": [{"start": s.start, "end": s.end, "text": s.text, "language": s.language}
-                     for s in t.segments if s.text],
+        "segments": [{"start": s.start, "end": s.end, "text": s.text, "language": s.language,
+                      "speaker": _label(s.speaker)} for s in t.segments if s.text],
         "text": t.text,
         "failures": [{"start": f.start, "end": f.end, "reason": f.reason} for f in t.failures],
         "no_speech": t.no_speech,
+        "speakers": _speakers(t),
+        "speaker_method": t.speaker_method,
+        "words": [{"start": w.start, "end": w.end, "text": w.text, "speaker": _label(s.speaker)}
+                  for s in t.segments if s.text for w in s.words],
+        "word_timing": t.word_timing,
+        "notes": list(t.notes),
     }
 
 

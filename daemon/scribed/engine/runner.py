@@ -13,10 +13,16 @@ Contract:
   ``retry`` (anything else).
 - A job's recording is checked against its queued identity when it is opened, after it is
   decoded, and again after its transcript is written: a result for other content is "changed".
+- Each job is transcribed with its own :class:`~scribed.protocol.JobOptions` (its folder's
+  language, context, glossary, speakers; timestamps when rendering) laid over the pipeline's
+  options (:func:`job_options`). Recordings with the same options share model batches; those
+  with other options go through a pipeline with those options on the same engine (the engine
+  never batches requests of different language or prompt together anyway).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 from collections.abc import Callable, Sequence
@@ -25,14 +31,14 @@ from pathlib import Path
 
 from loguru import logger
 
-from scribed import errors, output
+from scribed import errors, output, text
 from scribed.config import Config
 from scribed.engine import render
 from scribed.engine.pipeline import Pipeline
 from scribed.engine.types import TranscribeOptions, Transcript
 from scribed.identity import FileIdentity
 from scribed.media.audio import DecodedAudio, decode_audio
-from scribed.protocol import JobSpec, Outcome, Result
+from scribed.protocol import JobOptions, JobSpec, Outcome, Result
 
 # Decoded audio held at once: 3 hours of 16 kHz float32 is ~700 MB.
 MAX_GROUP_SECONDS = 3 * 3600.0
@@ -71,6 +77,7 @@ class _Task:
     timestamps: bool
     overwrite: bool
     root: Path | None = None  # no symlink below it is followed when writing
+    options: TranscribeOptions | None = None  # None: the pipeline's own
 
 
 Event = Callable[[str, Path, dict[str, object]], None]
@@ -102,13 +109,13 @@ def transcribe_files(pipeline: Pipeline, paths: Sequence[Path], spec: OutputSpec
 
 
 def run_jobs(pipeline: Pipeline, jobs: Sequence[JobSpec], *, overwrite: bool, max_duration_s: float | None,
-             out_dir: Path | None = None, on_progress: Callable[[int, int, int], None] | None = None) -> list[Result]:
+             on_progress: Callable[[int, int, int], None] | None = None) -> list[Result]:
     """The worker's entry: one :class:`Result` per job, in order. ``on_progress(job_id, done, total)``.
 
     Outputs are written without following a symlink below the job's watched folder (or below
-    ``out_dir``, the configured ``output.dir``, when they go there)."""
-    tasks = [_Task(j.path, dict(j.outputs), j.identity, dict(j.replaceable), j.timestamps, overwrite,
-                   _output_root(j, out_dir)) for j in jobs]
+    its ``out_dir`` when they go there)."""
+    tasks = [_Task(j.path, dict(j.outputs), j.identity, dict(j.replaceable), j.options.timestamps, overwrite,
+                   _output_root(j), job_options(pipeline.options, j.options)) for j in jobs]
     ids = {t.path: j.job_id for t, j in zip(tasks, jobs, strict=True)}
 
     def on_event(kind: str, path: Path, info: dict[str, object]) -> None:
@@ -120,8 +127,17 @@ def run_jobs(pipeline: Pipeline, jobs: Sequence[JobSpec], *, overwrite: bool, ma
             for j, o in zip(jobs, outcomes, strict=True)]
 
 
-def _output_root(job: JobSpec, out_dir: Path | None) -> Path | None:
-    for root in (job.root, out_dir):
+def job_options(base: TranscribeOptions, options: JobOptions) -> TranscribeOptions:
+    """``base`` with a job's own settings: every field the two have in common (so ``speakers``
+    reaches the engine once TranscribeOptions has it), the language as the model names it."""
+    common = {f.name for f in dataclasses.fields(base)} & {f.name for f in dataclasses.fields(options)}
+    given = {name: getattr(options, name) for name in common}
+    given.update(language=text.language_name(options.language), glossary=dict(options.glossary))
+    return dataclasses.replace(base, **given)
+
+
+def _output_root(job: JobSpec) -> Path | None:
+    for root in (job.root, job.out_dir):
         if root is not None and all(p.is_relative_to(root) for p in (*job.outputs.values(), job.failure_note)):
             return root
     return None
@@ -132,25 +148,40 @@ def _run(pipeline: Pipeline, tasks: list[_Task], on_event: Event | None,
     outcomes = [FileOutcome(t.path) for t in tasks]
     group: dict[int, DecodedAudio] = {}
     seconds = 0.0
+    pipelines: list[Pipeline] = [pipeline]  # one per set of options met, all on the same engine
 
     def emit(kind: str, path: Path, **info: object) -> None:
         if on_event:
             on_event(kind, path, info)
 
-    def flush() -> None:
-        nonlocal seconds
-        if not group:
-            return
+    def with_options(options: TranscribeOptions | None) -> Pipeline:
+        options = options or pipeline.options
+        found = next((p for p in pipelines if p.options == options), None)
+        if found is None:
+            found = pipeline.with_options(options)  # shares the engine and the loaded analysers
+            pipelines.append(found)
+        return found
+
+    def transcribe(chosen: Pipeline, part: dict[int, DecodedAudio]) -> None:
         try:
-            results = pipeline.transcribe(
-                group, progress=lambda key, done, total: emit("chunk", tasks[key].path, done=done, total=total))
-        except Exception as exc:  # the whole group failed (e.g. out of memory): each file says so
-            for i in group:
+            results = chosen.transcribe(
+                part, progress=lambda key, done, total: emit("chunk", tasks[key].path, done=done, total=total))
+        except Exception as exc:  # the whole part failed (e.g. out of memory): each file says so
+            for i in part:
                 _fail(outcomes[i], exc, f"transcribing {str(tasks[i].path)!r} failed: {type(exc).__name__}: {exc}")
             results = {}
         for i, transcript in results.items():
             _write(outcomes[i], tasks[i], transcript)
             emit("written", outcomes[i].path, outputs=outcomes[i].outputs)
+
+    def flush() -> None:
+        nonlocal seconds
+        parts: dict[int, dict[int, DecodedAudio]] = {}  # by the index of its pipeline
+        for i, audio in group.items():
+            chosen = with_options(tasks[i].options)
+            parts.setdefault(pipelines.index(chosen), {})[i] = audio
+        for index, part in parts.items():
+            transcribe(pipelines[index], part)
         group.clear()
         seconds = 0.0
 

@@ -10,6 +10,9 @@ Contract:
   The worker also dies with its parent (PR_SET_PDEATHSIG), so no orphan keeps the GPU.
 - The process is hardened (:func:`scribed.system.harden.harden_process`) before anything else
   loads.
+- Per-recording settings (language, context, glossary, speakers, timestamps, output folder) come
+  with each :class:`~scribed.protocol.JobSpec`; this process's config gives the model, the
+  engine-wide options and the limits.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def worker_main(cfg: Config, conn: Connection) -> None:
     while True:
         if not conn.poll(1.0):
             if idle_limit and engine.loaded and time.monotonic() - last_work > idle_limit:
-                engine.unload()
+                pipeline.unload()  # the model and the aligner / voice encoder, if loaded
                 logger.info("model unloaded after {:.0f} idle minutes; it reloads with the next file",
                             cfg.model.idle_unload_min)
                 conn.send(Unloaded())
@@ -94,7 +97,7 @@ def _run_batch(cfg: Config, pipeline: Pipeline, message: Jobs, conn: Connection)
             engine.load()
             logger.info("model reloaded in {:.1f} s", engine.load_seconds)
         return runner.run_jobs(pipeline, message.jobs, overwrite=cfg.output.overwrite,
-                               max_duration_s=cfg.transcription.max_duration_s, out_dir=cfg.output.dir,
+                               max_duration_s=cfg.transcription.max_duration_s,
                                on_progress=lambda job_id, done, total: conn.send(Progress(job_id, done, total)))
     except Exception as exc:  # e.g. the model could not be loaded again: every job of the batch says why
         logger.error("batch failed: {}: {}", type(exc).__name__, exc)

@@ -9,7 +9,7 @@ and the segment times). A stage never writes files and never logs transcript tex
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -18,7 +18,8 @@ from loguru import logger
 from scribed import text
 
 if TYPE_CHECKING:
-    from scribed.engine.types import TranscribeOptions, Transcript
+    from scribed.engine.align import WordAligner
+    from scribed.engine.types import AlignerSpec, TranscribeOptions, Transcript
     from scribed.media.audio import DecodedAudio
 
 
@@ -47,9 +48,17 @@ class CleanText:
         return dataclasses.replace(transcript, segments=tuple(segments))
 
 
-def default_stages(options: TranscribeOptions) -> tuple[Stage, ...]:
-    """The stages every transcript goes through, in order."""
-    return (CleanText(options.glossary),)
+def default_stages(options: TranscribeOptions,
+                   aligner: Callable[[AlignerSpec], WordAligner] | None = None) -> tuple[Stage, ...]:
+    """The stages every transcript goes through, in order: clean-up, then word timings when asked.
+
+    ``aligner(spec)`` gives the (lazily loaded) forced aligner; without it a new one is made."""
+    stages: list[Stage] = [CleanText(options.glossary)]
+    if options.word_timestamps:
+        from scribed.engine.align import AlignWords, WordAligner  # torch and transformers: only when used
+
+        stages.append(AlignWords((aligner or WordAligner)(options.aligner)))
+    return tuple(stages)
 
 
 def run_stages(stages: Sequence[Stage], audio: DecodedAudio, transcript: Transcript) -> Transcript:

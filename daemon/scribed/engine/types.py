@@ -1,6 +1,9 @@
 """The engine's data types and the :class:`Engine` protocol. Pure data: no torch here.
 
-Contract: options and results are frozen dataclasses; segment times are seconds of the original recording.
+Contract: options and results are frozen dataclasses; segment, turn and word times are seconds of
+the original recording. Speakers are 0-based indices in order of first appearance, shown as
+:func:`speaker_label` ("Speaker 1"). A segment never straddles a speaker change (the pipeline cuts
+chunks at turn changes), so its words share its speaker.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -74,6 +78,16 @@ class Engine(Protocol):
 
 
 @dataclass(frozen=True)
+class AlignerSpec:
+    """Where the forced aligner (word timestamps) is and how to run it; loaded only when used."""
+
+    model_id: str = "Qwen/Qwen3-ForcedAligner-0.6B-hf"
+    cache_dir: Path | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
 class TranscribeOptions:
     language: str | None = None  # model language name, None = detect per chunk
     context: str = ""
@@ -87,6 +101,11 @@ class TranscribeOptions:
     base_tokens: int = 24
     max_split_depth: int = 3
     min_split_s: float = 2.0
+    speakers: str | int = "off"  # off | auto | a known number of speakers
+    min_speakers: int | None = None  # bounds for auto (None: 1 and 8)
+    max_speakers: int | None = None
+    word_timestamps: bool = False
+    aligner: AlignerSpec = field(default_factory=AlignerSpec)
 
     @classmethod
     def from_config(cls, cfg: Config, **overrides: object) -> TranscribeOptions:
@@ -94,6 +113,9 @@ class TranscribeOptions:
         values: dict[str, object] = dict(
             language=text.language_name(t.language), context=t.context, glossary=dict(t.glossary),
             max_chunk_s=t.max_chunk_s, paragraph_pause_s=t.paragraph_pause_s, batch_size=cfg.model.batch_size,
+            speakers=t.speakers, min_speakers=t.min_speakers, max_speakers=t.max_speakers,
+            word_timestamps=t.word_timestamps,
+            aligner=AlignerSpec(cfg.model.aligner_id, cfg.model.cache_dir, cfg.model.device, cfg.model.dtype),
         )
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -102,21 +124,53 @@ class TranscribeOptions:
         return self.base_tokens + math.ceil(seconds * self.tokens_per_s)
 
 
+def speaker_label(speaker: int) -> str:
+    return f"Speaker {speaker + 1}"
+
+
 @dataclass(frozen=True)
-class Segment:
+class Span:
+    """A stretch of the original recording, in seconds (the base of every timed result)."""
+
     start: float
     end: float
+
+
+@dataclass(frozen=True)
+class SpeakerTurn(Span):
+    """``speaker`` speaks from ``start`` to ``end`` (seconds)."""
+
+    speaker: int
+
+
+@dataclass(frozen=True)
+class Word(Span):
+    """One word (a character for CJK) as the aligner placed it; ``text`` keeps its punctuation."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Segment(Span):
+    """One recognised chunk. ``words`` is empty unless the aligner timed them."""
+
     text: str
     language: str | None  # ISO code ("en", "zh", "yue") or None
     pause_before: float = 0.0
+    speaker: int | None = None
+    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True)
-class ChunkFailure:
+class Paragraph(Span):
+    text: str
+    speaker: int | None
+
+
+@dataclass(frozen=True)
+class ChunkFailure(Span):
     """Audio from ``start`` to ``end`` (seconds) that may be incompletely transcribed, and why."""
 
-    start: float
-    end: float
     reason: str
 
 
@@ -135,18 +189,32 @@ class Transcript:
     segments: Sequence[Segment]
     failures: Sequence[ChunkFailure]
     paragraph_pause_s: float = 3.0
+    speaker_method: str | None = None  # None: speakers off; "voices" or "channels"
+    channel_of: Mapping[int, str] = field(default_factory=dict)  # speaker -> "left"/"right" (channels)
+    word_timing: str | None = None  # None: off; "aligned", "partial" or "estimated"
+    notes: tuple[str, ...] = ()  # what the reader should know (e.g. why words were not aligned)
 
     @property
-    def paragraphs(self) -> list[tuple[float, str]]:
-        """(start time, text) per paragraph; a pause >= paragraph_pause_s starts a new one."""
-        out: list[tuple[float, list[str]]] = []
+    def blocks(self) -> list[Paragraph]:
+        """Paragraphs: a speaker change or a pause >= paragraph_pause_s starts a new one."""
+        out: list[tuple[Segment, Segment, list[str]]] = []
         for seg in self.segments:
             if not seg.text:
                 continue
-            if not out or seg.pause_before >= self.paragraph_pause_s:
-                out.append((seg.start, []))
-            out[-1][1].append(seg.text)
-        return [(start, text.join_texts(parts)) for start, parts in out]
+            if not out or seg.pause_before >= self.paragraph_pause_s or seg.speaker != out[-1][0].speaker:
+                out.append((seg, seg, []))
+            out[-1] = (out[-1][0], seg, out[-1][2] + [seg.text])
+        return [Paragraph(first.start, last.end, text.join_texts(parts), first.speaker) for first, last, parts in out]
+
+    @property
+    def paragraphs(self) -> list[tuple[float, str]]:
+        """(start time, text) per paragraph (see :attr:`blocks`)."""
+        return [(p.start, p.text) for p in self.blocks]
+
+    @property
+    def speakers(self) -> list[int]:
+        """The speakers heard, in order of first appearance (empty when speakers are off)."""
+        return list(dict.fromkeys(s.speaker for s in self.segments if s.speaker is not None and s.text))
 
     @property
     def text(self) -> str:

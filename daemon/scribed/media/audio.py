@@ -68,6 +68,8 @@ class DecodedAudio:
 
     ``duration_s`` is ``len(samples) / sample_rate``; ``container_duration_s`` is the length the
     file's header declares, or ``None`` where it declares none (or only a bitrate estimate).
+    ``channel_power``: for a two-channel source, each channel's AC power per 10 ms frame (shape
+    (2, frames), see :mod:`scribed.media.channels`), else ``None``.
     """
 
     samples: np.ndarray
@@ -78,6 +80,7 @@ class DecodedAudio:
     source_channels: int
     codec: str
     container_duration_s: float | None
+    channel_power: np.ndarray | None = None
 
 
 def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = None,
@@ -109,7 +112,7 @@ def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = 
     finally:
         reader.really_close()
 
-    samples, src_rate, src_channels, codec, declared, trusted = result
+    samples, src_rate, src_channels, codec, declared, trusted, channel_power = result
     if samples.size == 0:
         raise AudioError(name, "decodes to zero samples (no audio in the file)")
     duration = samples.size / SAMPLE_RATE
@@ -126,6 +129,7 @@ def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = 
         source_channels=src_channels,
         codec=codec,
         container_duration_s=declared if trusted else None,
+        channel_power=channel_power,
     )
 
 

@@ -9,6 +9,9 @@ Contract:
 - ``max_samples`` bounds the output: a header that declares more raises :class:`TooLong` before
   any decoding, and decoding stops with :class:`TooLong` as soon as the output passes it, so a
   decompression bomb costs at most the limit.
+- A two-channel source also yields each channel's power per 10 ms frame, measured before the
+  downmix (:class:`~scribed.media.channels.ChannelPower`), so speaker turns can tell whether the
+  channels carry different people; the mono samples are unchanged by it.
 - Heavy libraries (soundfile, av, soxr) are imported inside the functions.
 """
 
@@ -21,6 +24,7 @@ import numpy as np
 
 from scribed.errors import AudioError
 from scribed.media.audio import SAMPLE_RATE
+from scribed.media.channels import ChannelPower
 
 # libsndfile is exact and fast for these. Its MP3 reader is deliberately not used: for a VBR MP3
 # without a Xing header it trusts a bitrate guess and silently stops early.
@@ -39,8 +43,9 @@ _EXACT_DURATION_DEMUXERS = frozenset(
 )
 _INT_SCALE = {"s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}
 
-# samples, source rate, source channels, codec, declared duration, whether that duration is exact
-Result = tuple[np.ndarray, int, int, str, float | None, bool]
+# samples, source rate, source channels, codec, declared duration, whether that duration is exact,
+# per-channel power of 10 ms frames (stereo sources only; see scribed.media.channels)
+Result = tuple[np.ndarray, int, int, str, float | None, bool, np.ndarray | None]
 
 
 class TooLong(Exception):
@@ -184,8 +189,11 @@ def decode_soundfile(reader: Reader, max_samples: int | None = None) -> Result |
         declared = wav_declared or (frames / snd.samplerate if frames else None)
         _check_declared(declared, max_samples)
         sink = MonoResampler(max_samples, declared)
+        levels = ChannelPower() if snd.channels == 2 else None
         try:
             for block in snd.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                if levels is not None:
+                    levels.add(block.T, snd.samplerate)
                 sink.add(block[:, 0] if snd.channels == 1 else block.mean(axis=1), snd.samplerate)
         except TooLong:
             raise
@@ -194,7 +202,8 @@ def decode_soundfile(reader: Reader, max_samples: int | None = None) -> Result |
         codec = "flac" if snd.format == "FLAC" else _SOUNDFILE_CODECS.get(snd.subtype, snd.subtype.lower())
         if snd.format in ("AIFF", "CAF") and snd.endian != "LITTLE" and codec.endswith("le"):
             codec = codec[:-2] + "be"
-        return sink.finish(), snd.samplerate, snd.channels, codec, declared, True
+        power = levels.finish() if levels is not None else None
+        return sink.finish(), snd.samplerate, snd.channels, codec, declared, True, power
 
 
 def decode_av(reader: Reader, name: str, max_samples: int | None = None) -> Result:
@@ -225,6 +234,7 @@ def decode_av(reader: Reader, name: str, max_samples: int | None = None) -> Resu
         if trusted:  # a bitrate estimate is no reason to refuse; decoding enforces the limit anyway
             _check_declared(declared, max_samples)
         sink = MonoResampler(max_samples, declared if trusted else None)
+        levels: ChannelPower | None = None
         src_rate = src_channels = 0
         good = bad = 0
         try:
@@ -238,7 +248,12 @@ def decode_av(reader: Reader, name: str, max_samples: int | None = None) -> Resu
                 for frame in frames:
                     rate = frame.sample_rate or codec_ctx.sample_rate
                     src_rate, src_channels = src_rate or rate, src_channels or frame.layout.nb_channels
-                    sink.add(frame_to_mono(frame), rate)
+                    data = frame_to_channels(frame)
+                    if src_channels == 2 and data.shape[0] == 2:  # a stereo stream (from its first frame)
+                        if levels is None:
+                            levels = ChannelPower()
+                        levels.add(data, rate)
+                    sink.add(data[0] if data.shape[0] == 1 else data.mean(axis=0), rate)
         except av.FFmpegError:  # damaged container: keep what we have and judge the length below
             pass
         samples = sink.finish()
@@ -246,11 +261,18 @@ def decode_av(reader: Reader, name: str, max_samples: int | None = None) -> Resu
         raise AudioError(name, f"corrupt audio data ({bad} undecodable packets, nothing decoded)")
     if bad > good:
         raise AudioError(name, f"corrupt audio data ({bad} of {good + bad} packets undecodable)")
-    return samples, src_rate or codec_ctx.sample_rate, src_channels, codec, declared, trusted
+    power = levels.finish() if levels is not None and src_channels == 2 else None
+    return samples, src_rate or codec_ctx.sample_rate, src_channels, codec, declared, trusted, power
 
 
 def frame_to_mono(frame: Any) -> np.ndarray:
     """Average the channels of one decoded frame into float32 in [-1, 1]."""
+    data = frame_to_channels(frame)
+    return data[0] if data.shape[0] == 1 else data.mean(axis=0)
+
+
+def frame_to_channels(frame: Any) -> np.ndarray:
+    """One decoded frame as (channels, samples) float32 in [-1, 1]."""
     fmt = frame.format
     channels = frame.layout.nb_channels or 1
     data = frame.to_ndarray()
@@ -263,7 +285,7 @@ def frame_to_mono(frame: Any) -> np.ndarray:
         data = (data.astype(np.float32) - 128.0) / 128.0
     else:
         data = (data / _INT_SCALE[kind]).astype(np.float32)
-    return data[0] if channels == 1 else data.mean(axis=0)
+    return data
 
 
 def _unopenable_reason(reader: Reader) -> str:

@@ -33,6 +33,7 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 SAMPLE_RATE = 16000
 _HOP_S = 0.010  # frame hop and length: fine enough to place cuts, coarse enough to be fast
 _SILENT_DB = -100.0  # floor for log of digital silence, so arithmetic on dB stays finite
+SILENT_DB = _SILENT_DB
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,13 @@ def find_speech(
     db = _frame_db(samples, hop)
     n = int(np.asarray(samples).size)
     return [(a * hop, min(b * hop, n)) for a, b in _speech_frames(db, options, hop / sample_rate)]
+
+
+def speech_frames(db: np.ndarray, options: SegmentOptions = _DEFAULTS) -> list[tuple[int, int]]:
+    """:func:`find_speech` on levels already measured: ``db`` is dBFS per 10 ms frame (AC power
+    smoothed over 5 frames, floored at :data:`SILENT_DB`); returns ``[start, end)`` frame ranges.
+    Used for the levels of each channel of a stereo recording (:mod:`scribed.media.channels`)."""
+    return _speech_frames(np.asarray(db, dtype=np.float64), options, _HOP_S)
 
 
 def quietest_point(

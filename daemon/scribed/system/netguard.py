@@ -3,7 +3,11 @@
 Contract:
 - :func:`install_network_guard` refuses, process-wide and irreversibly, every socket that is not
   ``AF_UNIX`` and every name lookup, raising :class:`~scribed.errors.NetworkBlockedError` (an
-  ``OSError``, so libraries treat it as "no network"). It sees Python-level sockets only; native
+  ``OSError``, so libraries treat it as "no network").
+- Cluster mode: :func:`allow_endpoint` lets exactly one ``(host, port)`` through, the broker's.
+  The host is resolved once, there; a later connect may reach only those addresses and that
+  port, name lookups are allowed for that host name alone, and ``bind`` stays refused. One
+  endpoint per process, for the life of the process. It sees Python-level sockets only; native
   code calling libc directly is stopped by the systemd unit (``PrivateNetwork=``,
   ``RestrictAddressFamilies=``), not here. The audit hook does not survive exec: every
   process that touches audio installs it itself (:func:`scribed.system.harden.harden_process`),
@@ -41,6 +45,36 @@ _callbacks: list[Callable[[str], None]] = []
 _reporting = threading.local()  # set while we log, so a blocked call inside a log sink cannot recurse
 
 _ALLOWED_FAMILIES = frozenset({int(socket.AF_UNIX)})
+_INET_FAMILIES = frozenset({int(socket.AF_INET), int(socket.AF_INET6)})
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The one remote address a cluster process may reach: ``host`` as configured, ``port``, and
+    the ``addresses`` it resolved to at start."""
+
+    host: str
+    port: int
+    addresses: frozenset[str]
+
+    @property
+    def families(self) -> frozenset[int]:
+        return frozenset(int(socket.AF_INET6 if ":" in a else socket.AF_INET) for a in self.addresses)
+
+    def allows(self, address: object) -> bool:
+        """True for a ``(ip, port, ...)`` socket address that is this endpoint."""
+        return (isinstance(address, tuple) and len(address) >= 2 and address[1] == self.port
+                and str(address[0]) in self.addresses)
+
+    def names(self, host: object) -> bool:
+        """True if a name lookup for ``host`` asks for this endpoint (its name or one of its addresses)."""
+        if isinstance(host, bytes):
+            host = host.decode("ascii", "replace")
+        return isinstance(host, str) and (host.lower() == self.host.lower() or host in self.addresses)
+
+
+_endpoint: Endpoint | None = None
+_resolving = threading.local()  # set while allow_endpoint resolves the host itself
 # Frames in the standard library (socket, urllib, http.client) or this module are skipped when
 # naming the caller: the useful hint is the first third-party or scribed frame.
 _STDLIB_DIR = os.path.dirname(socket.__file__) + os.sep
@@ -90,21 +124,36 @@ def _refuse(detail: str) -> None:
 
 def _on_new(args: tuple[Any, ...]) -> None:
     # -1 means "family from fileno=": unknown here, so checked again at connect/bind/send.
-    if args[1] != -1 and args[1] not in _ALLOWED_FAMILIES:
-        _refuse(f"socket({_family(args[1])})")
+    if args[1] == -1 or args[1] in _ALLOWED_FAMILIES:
+        return
+    if _endpoint is not None and args[1] in _endpoint.families:
+        return  # a socket alone reaches nothing: where it connects or sends is checked below
+    _refuse(f"socket({_family(args[1])})")
 
 
 def _on_use(event: str) -> Callable[[tuple[Any, ...]], None]:
     def check(args: tuple[Any, ...]) -> None:
         family = getattr(args[0], "family", None)
-        if family not in _ALLOWED_FAMILIES:  # the address says where a library tried to go
-            _refuse(f"{event} {_family(family)} {args[1]!r}")
+        if family in _ALLOWED_FAMILIES:
+            return
+        # sendmsg without an address goes where the (checked) connect went.
+        if (_endpoint is not None and family in _INET_FAMILIES and event != "bind"
+                and (_endpoint.allows(args[1]) or (event == "sendmsg" and args[1] is None))):
+            return
+        _refuse(f"{event} {_family(family)} {args[1]!r}")  # the address says where a library tried to go
 
     return check
 
 
 def _on_lookup(event: str) -> Callable[[tuple[Any, ...]], None]:
-    return lambda args: _refuse(f"{event} {args[0]!r}")  # DNS queries leave the machine too
+    def check(args: tuple[Any, ...]) -> None:
+        if getattr(_resolving, "active", False):
+            return
+        if event == "getaddrinfo" and _endpoint is not None and _endpoint.names(args[0]):
+            return  # the broker's own name (reconnects, TLS): that one query is the allowed one
+        _refuse(f"{event} {args[0]!r}")  # DNS queries leave the machine too
+
+    return check
 
 
 def _on_url(args: tuple[Any, ...]) -> None:
@@ -149,6 +198,36 @@ def install_network_guard(on_block: Callable[[str], None] | None = None) -> None
 
 def network_guard_active() -> bool:
     return _guard_installed
+
+
+def allow_endpoint(host: str, port: int) -> Endpoint:
+    """Let this process reach exactly ``host``:``port`` over TCP from now on (cluster mode's broker).
+
+    Resolves ``host`` here, once, even under the guard (an IP address resolves to itself); the
+    addresses found are the only ones a later connect may reach. Idempotent for the same endpoint;
+    a different one raises ValueError (one broker per process). Raises OSError (``socket.gaierror``)
+    if the name does not resolve. Works before or after :func:`install_network_guard`.
+    """
+    global _endpoint
+    with _guard_lock:
+        if _endpoint is not None:
+            if (_endpoint.host, _endpoint.port) == (host, port):
+                return _endpoint
+            raise ValueError(f"the network guard already allows {_endpoint.host}:{_endpoint.port}; "
+                             f"a second endpoint ({host}:{port}) is refused")
+        _resolving.active = True
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        finally:
+            _resolving.active = False
+        _endpoint = Endpoint(host, int(port), frozenset(str(info[4][0]) for info in infos))
+    logger.debug("network guard: {}:{} ({}) may be reached", host, port, ", ".join(sorted(_endpoint.addresses)))
+    return _endpoint
+
+
+def allowed_endpoint() -> Endpoint | None:
+    """The endpoint :func:`allow_endpoint` let through, if any."""
+    return _endpoint
 
 
 @dataclass(frozen=True)
@@ -199,6 +278,8 @@ def network_self_test() -> NetworkReport:
     else:
         reachable, where = False, "no route off this machine"
     state = "blocked in-process" if guard else "NOT blocked in-process"
+    if guard and _endpoint is not None:
+        state += f" except the broker {_endpoint.host}:{_endpoint.port}"
     return NetworkReport(guard_active=guard, reachable=reachable, detail=f"network: {state}; {where}")
 
 

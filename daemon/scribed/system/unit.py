@@ -1,12 +1,14 @@
-"""``scribed service install|uninstall|status``: run scribed as a systemd user service.
+"""``scribed service install|uninstall|status|unit``: run scribed as a systemd user service.
 
 Contract of :func:`service_command`: returns the CLI exit status and prints what it did.
 ``install`` renders ``systemd/scribed.service`` (the ExecStart= line gets the absolute path of the
 scribed executable and ``--config PATH``; the ReadWritePaths= lines get every folder the config
 says scribed writes to), writes it to ``$XDG_CONFIG_HOME/systemd/user/scribed.service``, reloads
 the user manager and enables + starts the service. ``uninstall`` stops, disables and removes it.
-``status`` shows ``systemctl --user status`` and the last 20 journal lines. Without a reachable
-systemd user manager it prints why and returns 2. Nothing here imports torch.
+``status`` shows ``systemctl --user status`` and the last 20 journal lines. ``unit`` prints the
+unit ``install`` would write, for installing by hand (no user manager needed). Without a
+reachable systemd user manager the others print why and return 2. Every error line starts with
+``scribed:``. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
-from scribed.config import Config, load_config, xdg_dir
+from scribed.config import Config, FolderSettings, load_config, xdg_dir
 from scribed.errors import ScribedError
 from scribed.system import files
 
 UNIT_NAME = "scribed.service"
-ACTIONS = ("install", "uninstall", "status")
+ACTIONS = ("install", "uninstall", "status", "unit")
 _REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "systemd" / UNIT_NAME
 # PrivateTmp=yes gives the service its own empty /tmp and /var/tmp.
 _PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
@@ -86,11 +88,15 @@ def render_unit(template: str, exec_start: Sequence[str], write_paths: Iterable[
 
 
 def writable_paths(cfg: Config) -> list[Path]:
-    """Every folder the daemon writes to, absolute and de-duplicated, in a stable order."""
+    """Every folder the daemon writes to (per-folder output and archive folders included),
+    absolute and de-duplicated, in a stable order."""
+    folders = [FolderSettings.of(cfg, folder) for folder in cfg.watch.folders]
     candidates = [
         *cfg.watch.folders,
         cfg.output.dir,
+        *(f.dir for f in folders),
         cfg.policy.archive_dir,
+        *(f.archive_dir for f in folders),
         cfg.policy.temp_dir,
         cfg.service.resolved_state_dir,
     ]
@@ -120,14 +126,14 @@ def _run(cmd: Sequence[str], *, check: bool = True, quiet: bool = False) -> int:
         # Longer than the unit's TimeoutStartSec=: `enable --now` waits for READY=1.
         rc = subprocess.run(list(cmd), stdout=out, stderr=out, check=False, timeout=330).returncode
     except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"error: {' '.join(cmd)}: {exc}", file=sys.stderr)
+        _say(f"{' '.join(cmd)}: {exc}")
         return 1
     if check and rc != 0:
-        print(f"error: `{' '.join(cmd)}` failed with exit status {rc}", file=sys.stderr)
+        _say(f"`{' '.join(cmd)}` failed with exit status {rc}")
     return rc
 
 
-def _user_manager_problem(systemctl: str) -> str | None:
+def user_manager_problem(systemctl: str) -> str | None:
     """Why ``systemctl --user`` cannot be used here, or None if it can."""
     if shutil.which(systemctl) is None:
         return f"systemd is not available here (no `{systemctl}` on PATH)"
@@ -141,14 +147,31 @@ def _user_manager_problem(systemctl: str) -> str | None:
     return None
 
 
+def linger_enabled(user: str, loginctl: str = "loginctl") -> bool | None:
+    """Whether ``user``'s services keep running after logout: logind's answer, else its marker
+    file (/var/lib/systemd/linger/USER); None when neither can tell."""
+    if shutil.which(loginctl):
+        try:
+            proc = subprocess.run([loginctl, "show-user", user, "--property=Linger"], capture_output=True,
+                                  text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            proc = None
+        if proc is not None and proc.returncode == 0 and proc.stdout.strip().startswith("Linger="):
+            return proc.stdout.strip() == "Linger=yes"
+    marker_dir = Path("/var/lib/systemd/linger")
+    return (marker_dir / user).exists() if marker_dir.is_dir() else None
+
+
 def _linger_hint() -> str:
     user = getpass.getuser()
-    if Path("/var/lib/systemd/linger", user).exists():
+    if linger_enabled(user):
         return "scribed keeps running after you log out (lingering is enabled)."
     return f"To keep scribed running after you log out, run: loginctl enable-linger {user}"
 
 
-def _install(config_path: Path | None, unit_file: Path, systemctl: str, dry_run: bool) -> int:
+def rendered_unit(config_path: Path | None) -> tuple[str, list[Path]]:
+    """The unit for this config (and the folders it lets the service write), as ``install``
+    writes it. Warns on stderr about each path the sandbox's private /tmp would hide."""
     cfg = load_config(config_path)
     command = [*scribed_executable(), "run"]
     if config_path is not None:
@@ -158,7 +181,16 @@ def _install(config_path: Path | None, unit_file: Path, systemctl: str, dry_run:
     needed = [*paths, Path(command[0]), *([Path(command[-1])] if config_path else []), cfg.model.cache_dir]
     for path in dict.fromkeys(Path(os.path.abspath(p)) for p in needed if p is not None):
         if any(path.is_relative_to(tmp) for tmp in _PRIVATE_TMP):
-            print(f"warning: the service cannot see {path}: PrivateTmp=yes hides /tmp and /var/tmp", file=sys.stderr)
+            _say(f"warning: the service cannot see {path}: PrivateTmp=yes hides /tmp and /var/tmp")
+    return text, paths
+
+
+def _say(message: str) -> None:
+    print(f"scribed: {message}", file=sys.stderr)
+
+
+def _install(config_path: Path | None, unit_file: Path, systemctl: str, dry_run: bool) -> int:
+    text, paths = rendered_unit(config_path)
     if dry_run:
         print(f"# would write {unit_file}:\n{text}", end="")
         print(f"# would run: {systemctl} --user daemon-reload; {systemctl} --user enable --now {UNIT_NAME}")
@@ -220,14 +252,17 @@ def service_command(
     ``dry_run`` prints the rendered unit and the commands instead of running anything.
     """
     if action not in ACTIONS:
-        print(f"error: unknown service action {action!r} (expected {', '.join(ACTIONS)})", file=sys.stderr)
+        _say(f"unknown service action {action!r} (expected {', '.join(ACTIONS)})")
         return 2
     unit_file = (user_dir or default_user_dir()) / UNIT_NAME
     try:
+        if action == "unit":  # needs no user manager: for installing by hand or another supervisor
+            print(rendered_unit(Path(config_path) if config_path else None)[0], end="")
+            return 0
         if not dry_run:
-            problem = _user_manager_problem(systemctl)
+            problem = user_manager_problem(systemctl)
             if problem:
-                print(f"error: {problem}", file=sys.stderr)
+                _say(problem)
                 return 2
         if action == "install":
             return _install(Path(config_path) if config_path else None, unit_file, systemctl, dry_run)
@@ -235,8 +270,8 @@ def service_command(
             return _uninstall(unit_file, systemctl, dry_run)
         return _status(systemctl, dry_run)
     except ScribedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(str(exc))
         return exc.exit_code
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 1

@@ -13,7 +13,7 @@ from scribed.config import Config, parse_config
 from scribed.daemon import jobs
 from scribed.daemon.journal import Journal
 from scribed.identity import FileIdentity
-from scribed.protocol import JobSpec, Result
+from scribed.protocol import JobOptions, JobSpec, Result
 
 
 @pytest.fixture
@@ -208,3 +208,70 @@ def test_a_link_at_the_output_name_is_not_a_transcript(tmp_path: Path, inbox: Pa
     assert jobs.intake(cfg, journal, settled(linked, inbox)) == "queued"
     assert jobs.intake(cfg, journal, settled(kept, inbox)) == "skipped"
     assert private.read_text() == "secret"
+
+
+# -- per-folder settings ----------------------------------------------------------------------------
+def _team(tmp_path: Path) -> tuple[Config, Path, Path, Path]:
+    """Three watched folders: Chinese (archived), English (own output folder, deleted), plain."""
+    zh, en, plain = (tmp_path / n for n in ("zh", "en", "plain"))
+    for folder in (zh, en, plain):
+        folder.mkdir()
+    cfg = parse_config({
+        "watch": {"folders": [
+            {"path": str(zh), "language": "zh", "context": "Team China", "glossary": {"ali": "Alibaba"},
+             "speakers": 2, "timestamps": True, "formats": ["txt", "srt"], "source_after": "archive",
+             "archive_dir": str(tmp_path / "archive-zh")},
+            {"path": str(en), "language": "en", "formats": ["json"], "dir": str(tmp_path / "out-en"),
+             "source_after": "delete"},
+            str(plain)]},
+        "model": {"id": "m"}, "service": {"state_dir": str(tmp_path / "state")},
+        "transcription": {"glossary": {"open ai": "OpenAI"}},
+    })
+    return cfg, zh, en, plain
+
+
+def test_each_job_is_dispatched_with_its_folders_settings(tmp_path: Path, journal: Journal) -> None:
+    cfg, zh, en, plain = _team(tmp_path)
+    (zh / "2024").mkdir()
+    recs = [zh / "2024" / "a.wav", en / "b.wav", plain / "c.wav"]
+    for rec, root in zip(recs, (zh, en, plain), strict=True):
+        rec.write_bytes(rec.name.encode())
+        assert jobs.intake(cfg, journal, settled(rec, root)) == "queued"
+    a, b, c = jobs.plan_batch(cfg, journal)
+    assert a.options == JobOptions("zh", "Team China", {"open ai": "OpenAI", "ali": "Alibaba"}, 2, True)
+    assert a.outputs == {"txt": zh / "2024" / "a.txt", "srt": zh / "2024" / "a.srt"} and a.out_dir is None
+    assert b.options == JobOptions("en", "", {"open ai": "OpenAI"}, "off", False)
+    assert b.outputs == {"json": tmp_path / "out-en" / "b.json"} and b.out_dir == tmp_path / "out-en"
+    assert b.failure_note == tmp_path / "out-en" / "b.failed.txt"
+    assert c.options == JobOptions(glossary={"open ai": "OpenAI"}) and c.outputs == {"txt": plain / "c.txt"}
+    assert [journal.find(r).outputs for r in recs] == [a.outputs, b.outputs, c.outputs]
+
+
+def test_retention_follows_the_recordings_folder(tmp_path: Path, journal: Journal) -> None:
+    cfg, zh, en, plain = _team(tmp_path)
+    a, b, c = zh / "a.wav", en / "b.wav", plain / "c.wav"
+    (tmp_path / "out-en").mkdir()  # the worker makes it; _done writes the outputs itself
+    for rec, root in ((a, zh), (b, en), (c, plain)):
+        rec.write_bytes(rec.name.encode())
+        _done(cfg, journal, rec, root)
+    assert not a.exists() and (tmp_path / "archive-zh" / "a.wav").read_bytes() == b"a.wav"
+    assert not b.exists() and (tmp_path / "out-en" / "b.json").exists()
+    assert c.read_bytes() == b"c.wav"  # the sections' keep
+
+
+def test_intake_and_failure_notes_use_the_folders_outputs(tmp_path: Path, journal: Journal) -> None:
+    cfg, _, en, _ = _team(tmp_path)
+    # A foreign b.txt is not one of the English folder's outputs (json in out-en): no obstacle.
+    (en / "b.txt").write_text("somebody's notes")
+    b = en / "b.wav"
+    b.write_bytes(b"b")
+    assert jobs.intake(cfg, journal, settled(b, en)) == "queued"
+    (tmp_path / "out-en").mkdir()
+    (tmp_path / "out-en" / "d.json").write_text("{}")
+    d = en / "d.wav"
+    d.write_bytes(b"d")
+    assert jobs.intake(cfg, journal, settled(d, en)) == "skipped"
+    (spec,) = jobs.plan_batch(cfg, journal)
+    assert jobs.finish(cfg, journal, Result(spec.job_id, "final", "not audio")) == "failed"
+    assert "not audio" in (tmp_path / "out-en" / "b.failed.txt").read_text()
+    assert b.exists()  # a failure never touches the recording, whatever its folder's source_after

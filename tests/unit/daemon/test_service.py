@@ -382,3 +382,40 @@ def test_a_touch_while_transcribing_is_transcribed_again_not_lost(rig: Rig) -> N
     rig.tick()
     assert rig.state(a) == ("working", 1) and len(worker.batches) == 2  # not left waiting for a report
     assert worker.current[0].identity.same_file(os.lstat(a))
+
+
+class FakeDesktop:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.closed = False
+
+    def transcript_ready(self, path: Path) -> bool:
+        self.sent.append(("ready", path.name))
+        return True
+
+    def transcription_failed(self, path: Path, reason: str = "") -> bool:
+        self.sent.append(("failed", path.name))
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_desktop_notifications_only_for_jobs_finished_for_good(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, service={"attempts": 2, "notify": "desktop"})
+    fake = FakeDesktop()
+    rig.daemon.desktop.notifier = fake  # the real one needs a session bus (tests/unit/system/test_desktop.py)
+    worker, _good = rig.busy("good.wav")
+    worker.complete(worker.current[0])
+    assert rig.tick() is None
+    assert fake.sent == [("ready", "good.wav")]
+    bad = rig.drop("bad.wav")
+    assert rig.tick() is None and worker.current[0].path == bad
+    worker.answer(worker.current[0].job_id, "retry")  # one attempt of two: no notification yet
+    assert rig.tick() is None and fake.sent == [("ready", "good.wav")]
+    assert rig.tick() is None and worker.current[0].path == bad
+    worker.answer(worker.current[0].job_id, "final", "cannot read audio")
+    assert rig.tick() is None
+    assert fake.sent == [("ready", "good.wav"), ("failed", "bad.wav")]
+    rig.daemon.shutdown()
+    assert fake.closed

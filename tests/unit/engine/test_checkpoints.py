@@ -45,3 +45,23 @@ def test_same_seed_same_weights(tmp_path: Path, tokenizer_dir: Path) -> None:
 def test_unknown_size_is_refused(tmp_path: Path, tokenizer_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown architecture '3b'"):
         build_random_checkpoint(tmp_path, tokenizer_dir, size="3b")
+
+
+def test_a_tiny_aligner_has_the_released_layout(tmp_path: Path, tokenizer_dir: Path) -> None:
+    from transformers import AutoModelForTokenClassification, AutoProcessor
+
+    from scribed.engine.checkpoints import ALIGNER_CLASSES, build_random_aligner
+
+    out = build_random_aligner(tmp_path / "aligner", tokenizer_dir, fixed_class=7)
+    model = AutoModelForTokenClassification.from_pretrained(out, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(out, local_files_only=True)
+    assert type(model).__name__ == "Qwen3ASRForTokenClassification" and model.config.num_labels == ALIGNER_CLASSES
+    assert processor.tokenizer.convert_tokens_to_ids("<timestamp>") == model.config.timestamp_token_id == 151705
+    silence = np.zeros(16000, np.float32)
+    inputs, words = processor.prepare_forced_aligner_inputs(silence, "two words", language="English")
+    assert words == [["two", "words"]]
+    assert int((inputs["input_ids"] == 151705).sum()) == 4  # a start and an end marker per word
+    logits = model(**inputs).logits
+    decoded = processor.decode_forced_alignment(logits, inputs["input_ids"], words, timestamp_token_id=151705)
+    assert decoded == [[{"text": "two", "start_time": 0.56, "end_time": 0.56},
+                        {"text": "words", "start_time": 0.56, "end_time": 0.56}]]  # class 7 x 80 ms

@@ -7,6 +7,8 @@ runs through transformers' real generate path.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 from fixtures.tinymodel import PHRASE_EN, PHRASE_ZH, _speechlike
-from scribed.engine.pipeline import Pipeline
+from scribed.engine.pipeline import Analysers, Pipeline
 from scribed.engine.qwen3 import AsrEngine
 from scribed.engine.stages import CleanText
 from scribed.engine.types import ChunkRequest, ChunkResult, TranscribeOptions, Transcript
@@ -124,3 +126,65 @@ def test_truncated_chunks_are_split_then_listed_as_failures(engine: AsrEngine) -
     assert len(t.failures) == 2 and all("length limit" in f.reason for f in t.failures)
     assert t.failures[0].start == 0.0 and t.failures[1].end == pytest.approx(6.0, abs=0.01)
     assert not t.no_speech
+
+
+SPEECH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speech"
+
+
+def _meeting(names: list[str], seed: int) -> tuple[DecodedAudio, object]:
+    from scribed.tools.meetings import VOICES, build_meeting
+
+    if not (SPEECH / VOICES[names[0]][0]).exists():
+        pytest.skip("shared speech clips not present")
+    meeting = build_meeting(SPEECH, names, seed=seed, turn_s=(2.0, 4.0))
+    return _decoded(meeting.samples, "/x/meeting.wav"), meeting
+
+
+def test_speaker_turns_cut_chunks_so_no_segment_straddles_a_change(engine: AsrEngine) -> None:
+    audio, meeting = _meeting(["libri-1995", "meeting-zh"], 0)
+    (t,) = Pipeline(engine, TranscribeOptions(speakers=2)).transcribe({0: audio}).values()
+    assert t.speaker_method == "voices" and t.speakers == [0, 1]
+    spoken = [s for s in t.segments if s.text]
+    assert all(s.speaker in (0, 1) for s in spoken)
+    # every true turn's speech lies in segments of one speaker, and consecutive turns differ
+    for turn in meeting.truth:  # type: ignore[attr-defined]
+        inside = {s.speaker for s in spoken if s.start < turn.end - 0.3 and s.end > turn.start + 0.3}
+        assert len(inside) == 1
+    assert len(t.blocks) >= len({(tr.speaker, i) for i, tr in enumerate(meeting.truth)}) // 3  # type: ignore[attr-defined]
+    assert all(a.speaker != b.speaker or b.start - a.end >= t.paragraph_pause_s
+               for a, b in itertools.pairwise(t.blocks))
+
+
+def test_one_known_speaker_needs_no_voice_model_and_off_means_no_labels(engine: AsrEngine) -> None:
+    analysers = Analysers()
+    (one,) = Pipeline(engine, TranscribeOptions(speakers=1), analysers=analysers).transcribe(
+        {0: _speech_with_pause(9)}).values()
+    assert {s.speaker for s in one.segments} == {0} and analysers.speakers._encoder is None
+    (off,) = Pipeline(engine, TranscribeOptions()).transcribe({0: _speech_with_pause(9)}).values()
+    assert off.speaker_method is None and {s.speaker for s in off.segments} == {None}
+
+
+def test_pipelines_with_other_options_share_the_analysers(engine: AsrEngine) -> None:
+    base = Pipeline(engine, TranscribeOptions())
+    other = base.with_options(TranscribeOptions(speakers="auto"))
+    assert other.analysers is base.analysers and other.engine is base.engine
+    assert other.options.speakers == "auto"
+
+
+def test_missing_models_fail_when_the_pipeline_is_made(engine: AsrEngine, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    from importlib import metadata
+
+    from scribed.engine import voice
+    from scribed.engine.types import AlignerSpec
+    from scribed.errors import ModelError
+
+    with pytest.raises(ModelError, match=re.escape("scribed model pull Qwen/Qwen3-ForcedAligner-0.6B-hf")):
+        Pipeline(engine, TranscribeOptions(word_timestamps=True, aligner=AlignerSpec(cache_dir=tmp_path)))
+
+    def absent(name: str) -> None:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(voice.metadata, "distribution", absent)
+    with pytest.raises(ModelError, match="resemblyzer"):
+        Pipeline(engine, TranscribeOptions(speakers="auto"))

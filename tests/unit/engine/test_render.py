@@ -11,7 +11,7 @@ import pytest
 from loguru import logger
 
 from scribed.engine import render
-from scribed.engine.types import ChunkFailure, Segment, Transcript
+from scribed.engine.types import ChunkFailure, Segment, Transcript, Word
 from scribed.errors import OutputTaken
 from scribed.identity import FileIdentity
 
@@ -89,9 +89,13 @@ def test_srt_and_vtt_layout() -> None:
 
 def test_json_interface() -> None:
     data = json.loads(render.render_json(_transcript()))
-    assert set(data) == {"source", "duration_s", "language", "model", "segments", "text", "failures", "no_speech"}
+    assert set(data) == {"source", "duration_s", "language", "model", "segments", "text", "failures", "no_speech",
+                         "speakers", "speaker_method", "words", "word_timing", "notes"}
     assert data["source"] == "meeting.m4a" and data["no_speech"] is False
-    assert data["segments"][0] == {"start": 1.0, "end": 10.0, "text": "Hello there. How are you?", "language": "en"}
+    assert data["segments"][0] == {"start": 1.0, "end": 10.0, "text": "Hello there. How are you?", "language": "en",
+                                   "speaker": None}
+    assert (data["speakers"], data["speaker_method"], data["words"], data["word_timing"], data["notes"]) == (
+        [], None, [], None, [])  # speaker turns and word timestamps off
     assert len(data["segments"]) == 4  # the empty chunk is not listed
     assert data["failures"] == [{"start": 55.0, "end": 60.0, "reason": "model output hit its length limit"}]
 
@@ -157,3 +161,41 @@ def test_no_speech_is_logged_once_at_info(tmp_path: Path) -> None:
         logger.remove(sink)
     said = [m for m in messages if "no speech" in m]
     assert len(said) == 1 and said[0].startswith("INFO ")
+
+
+def _turns() -> Transcript:
+    words = (Word(1.2, 1.5, "Hello"), Word(1.6, 2.0, "there."), Word(2.4, 2.6, "How"), Word(2.7, 2.9, "are"),
+             Word(3.0, 3.4, "you?"))
+    return Transcript(
+        source="/x/call.wav", duration_s=20.0, language="en", model="m", speaker_method="channels",
+        channel_of={0: "left", 1: "right"}, word_timing="aligned",
+        segments=[Segment(1.0, 4.0, "Hello there. How are you?", "en", 1.0, speaker=0, words=words),
+                  Segment(4.0, 6.0, "Fine.", "en", 0.0, speaker=1, words=(Word(4.5, 5.0, "Fine."),)),
+                  Segment(6.0, 9.0, "Good to hear.", "en", 0.0, speaker=0)],
+        failures=[])
+
+
+def test_speaker_turns_in_every_format() -> None:
+    t = _turns()
+    assert render.render_txt(t) == ("Speaker 1: Hello there. How are you?\n\nSpeaker 2: Fine.\n\n"
+                                    "Speaker 1: Good to hear.\n")
+    assert render.render_txt(t, timestamps=True).startswith("[00:00:01] Speaker 1: Hello there.")
+    srt = _parse_cues(render.render_srt(t))
+    assert [text for _, _, text in srt] == ["Speaker 1: Hello there.", "Speaker 1: How are you?", "Speaker 2: Fine.",
+                                           "Speaker 1: Good to hear."]
+    assert srt[0][:2] == (1.2, 2.2) and srt[2][:2] == (4.5, 5.5)  # from the words (short cues held to 1 s)
+    vtt = _parse_cues(render.render_vtt(t))
+    assert [text for _, _, text in vtt] == ["<v Speaker 1>Hello there.", "<v Speaker 1>How are you?",
+                                           "<v Speaker 2>Fine.", "<v Speaker 1>Good to hear."]
+    data = json.loads(render.render_json(t))
+    assert [s["speaker"] for s in data["segments"]] == ["Speaker 1", "Speaker 2", "Speaker 1"]
+    assert data["speakers"] == [{"label": "Speaker 1", "speaking_s": 6.0, "channel": "left"},
+                                {"label": "Speaker 2", "speaking_s": 2.0, "channel": "right"}]
+    assert data["speaker_method"] == "channels" and data["word_timing"] == "aligned"
+    assert data["words"][0] == {"start": 1.2, "end": 1.5, "text": "Hello", "speaker": "Speaker 1"}
+    assert [w["speaker"] for w in data["words"]] == ["Speaker 1"] * 5 + ["Speaker 2"]
+
+
+def test_vtt_escapes_markup_in_cue_text() -> None:
+    t = Transcript("a.wav", 5.0, "en", "m", [Segment(0.0, 5.0, "R&D <3 tags", "en", speaker=0)], [])
+    assert "<v Speaker 1>R&amp;D &lt;3 tags" in render.render_vtt(t)

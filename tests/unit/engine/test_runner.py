@@ -3,7 +3,9 @@ failure by type, identity checks, and the CLI entry."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,9 +17,9 @@ from scribed import errors
 from scribed.config import Config, parse_config
 from scribed.engine import render, runner
 from scribed.engine.pipeline import Pipeline
-from scribed.engine.types import ChunkRequest, ChunkResult
+from scribed.engine.types import ChunkRequest, ChunkResult, TranscribeOptions
 from scribed.identity import FileIdentity
-from scribed.protocol import JobSpec
+from scribed.protocol import JobOptions, JobSpec
 
 
 def _cfg(model: Path, tmp_path: Path) -> Config:
@@ -157,3 +159,54 @@ def test_cli_entry_writes_and_rewrites_its_outputs(pipeline: Pipeline, tmp_path:
     assert second.ok  # the CLI replaces its earlier outputs, as it always did
     (missing,) = runner.transcribe_files(pipeline, [tmp_path / "nope.wav"], spec)
     assert not missing.ok and missing.outcome == "final"
+
+
+class Requests(Wrapped):
+    """The real engine, keeping (language, prompt) of every request it was sent."""
+
+    def __init__(self, engine: object) -> None:
+        super().__init__(engine, lambda: None)
+        self.seen: list[tuple[str | None, str]] = []
+
+    def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
+            on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
+        self.seen += [(r.language, r.prompt) for r in requests]
+        return super().run(requests, batch_size, on_done=on_done)
+
+
+def test_each_job_is_transcribed_with_its_own_options(pipeline: Pipeline, tmp_path: Path) -> None:
+    a, b, c = wav(tmp_path / "a.wav"), wav(tmp_path / "b.wav", seed=2), wav(tmp_path / "c.wav", seed=3)
+    engine = Requests(pipeline.engine)
+    progress: list[tuple[int, int, int]] = []
+    results = runner.run_jobs(Pipeline(engine, pipeline.options), [  # type: ignore[arg-type]
+        _spec(1, a, options=JobOptions(language="zh", glossary={"你好": "您好"}, timestamps=True)),
+        _spec(2, b),
+        _spec(3, c, options=JobOptions(language="English", context="Acme board", glossary={"world": "Welt"}),
+              outputs={"json": tmp_path / "c.json"}),
+    ], overwrite=False, max_duration_s=None, on_progress=lambda *p: progress.append(p))
+    assert [(r.outcome, r.language) for r in results] == [("done", "zh"), ("done", "en"), ("done", "en")]
+    assert (tmp_path / "a.txt").read_text() == "[00:00:00] 您好世界\n"
+    assert (tmp_path / "b.txt").read_text() == "hello world\n"
+    assert json.loads((tmp_path / "c.json").read_text())["text"] == "hello Welt"
+    assert sorted(engine.seen, key=str) == sorted([("Chinese", ""), (None, ""), ("English", "Acme board")], key=str)
+    assert {p[0] for p in progress} == {1, 2, 3}
+
+
+def test_job_options_lay_a_jobs_settings_over_the_pipelines() -> None:
+    base = TranscribeOptions(language="English", context="base", glossary={"a": "b"}, max_chunk_s=20, batch_size=4)
+    mine = runner.job_options(base, JobOptions(language="yue", context="Team HK", glossary={"x": "y"}, speakers=2))
+    assert mine == dataclasses.replace(base, language="Cantonese", context="Team HK", glossary={"x": "y"}, speakers=2)
+    assert runner.job_options(base, JobOptions()).language is None  # auto: detected per chunk
+
+
+def test_a_jobs_output_folder_is_a_root_no_link_below_is_followed(pipeline: Pipeline, tmp_path: Path) -> None:
+    a = wav(tmp_path / "in" / "a.wav")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    (elsewhere / "deep").mkdir(parents=True)
+    (out / "sub").symlink_to(elsewhere)  # without the root, only the last folder would be opened link-free
+    (result,) = runner.run_jobs(pipeline, [_spec(1, a, outputs={"txt": out / "sub" / "deep" / "a.txt"},
+                                                 failure_note=out / "sub" / "deep" / "a.failed.txt", out_dir=out)],
+                                overwrite=False, max_duration_s=None)
+    assert result.outcome == "final" and "symbolic link" in result.error
+    assert list((elsewhere / "deep").iterdir()) == []

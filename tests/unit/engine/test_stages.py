@@ -39,6 +39,21 @@ def test_default_stages_come_from_the_options() -> None:
     assert isinstance(stage, CleanText) and dict(stage.glossary) == {"a": "b"}
 
 
+def test_word_timestamps_add_the_alignment_stage_last() -> None:
+    from scribed.engine.align import AlignWords
+    from scribed.engine.types import AlignerSpec
+
+    made: list[AlignerSpec] = []
+
+    def aligner(spec: AlignerSpec) -> object:
+        made.append(spec)
+        return object()
+
+    spec = AlignerSpec("/models/aligner")
+    stages = default_stages(TranscribeOptions(word_timestamps=True, aligner=spec), aligner)  # type: ignore[arg-type]
+    assert [type(s) for s in stages] == [CleanText, AlignWords] and made == [spec]
+
+
 @dataclasses.dataclass
 class Tag:
     """A stage that appends its mark to every segment and records the order it ran in."""

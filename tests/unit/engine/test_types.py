@@ -33,6 +33,17 @@ def test_options_from_config_and_overrides() -> None:
     assert TranscribeOptions.from_config(parse_config({})).language is None  # auto = detect per chunk
 
 
+def test_speaker_and_word_timing_options_from_config() -> None:
+    cfg = parse_config({"transcription": {"speakers": "auto", "min_speakers": 2, "max_speakers": 5,
+                                          "word_timestamps": True},
+                        "model": {"aligner_id": "/models/aligner", "device": "cpu", "dtype": "float32"}})
+    opts = TranscribeOptions.from_config(cfg)
+    assert (opts.speakers, opts.min_speakers, opts.max_speakers, opts.word_timestamps) == ("auto", 2, 5, True)
+    assert (opts.aligner.model_id, opts.aligner.device, opts.aligner.dtype) == ("/models/aligner", "cpu", "float32")
+    off = TranscribeOptions.from_config(parse_config({}))
+    assert (off.speakers, off.word_timestamps) == ("off", False)
+
+
 def test_token_budget_grows_with_length() -> None:
     opts = TranscribeOptions(tokens_per_s=12.0, base_tokens=24)
     assert opts.token_budget(0.0) == 24
@@ -49,6 +60,16 @@ def test_paragraphs_split_at_long_pauses_and_skip_empty_segments() -> None:
             Segment(20, 25, "Three.", "en", 8.0)])
     assert t.paragraphs == [(0, "One. Two."), (20, "Three.")]
     assert t.text == "One. Two.\n\nThree."
+
+
+def test_a_speaker_change_starts_a_paragraph_and_speakers_are_listed_in_order() -> None:
+    t = _t([Segment(0, 5, "One.", "en", speaker=1), Segment(5, 9, "Two.", "en", 0.0, speaker=1),
+            Segment(9, 12, "Three.", "en", 0.0, speaker=0), Segment(12, 13, "", None, 0.0, speaker=2),
+            Segment(20, 25, "Four.", "en", 7.0, speaker=0)])
+    assert [(b.start, b.end, b.text, b.speaker) for b in t.blocks] == [
+        (0, 9, "One. Two.", 1), (9, 12, "Three.", 0), (20, 25, "Four.", 0)]
+    assert t.speakers == [1, 0]  # a speaker with nothing said is not listed
+    assert t.paragraphs == [(0, "One. Two."), (9, "Three."), (20, "Four.")]
 
 
 def test_no_speech_only_when_nothing_was_said_and_nothing_failed() -> None:

@@ -298,3 +298,19 @@ def test_real_recording_cuts_in_gaps_and_covers_speech(long_recording) -> None:
             assert np.mean(inner) < 0.05, f"{kind} gap of {(end - start) / SR:.0f} s mostly in chunks"
     ten_minutes = max(gaps, key=lambda g: g[1] - g[0])
     assert not covered[ten_minutes[0] + SR : ten_minutes[1] - SR].any()
+
+
+def test_speech_frames_on_levels_agrees_with_find_speech() -> None:
+    from scribed.media.segment import SILENT_DB, speech_frames
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate([_noise(1.0, rng, -60), _babble(2.0, rng), _noise(1.5, rng, -60), _babble(1.0, rng)])
+    frames = x[: len(x) // 160 * 160].reshape(-1, 160).astype(np.float64)
+    power = np.convolve(frames.var(axis=1), np.ones(5) / 5, mode="same")
+    power[:2], power[-2:] = frames.var(axis=1)[:3].mean(), frames.var(axis=1)[-3:].mean()  # edges as "nearest"
+    db = np.maximum(10 * np.log10(np.maximum(power, 1e-30)), SILENT_DB)
+    expected = [(a // 160, b // 160) for a, b in find_speech(x)]
+    got = speech_frames(db)
+    assert len(got) == len(expected) == 2
+    for (a, b), (c, d) in zip(got, expected, strict=True):
+        assert abs(a - c) <= 2 and abs(b - d) <= 2

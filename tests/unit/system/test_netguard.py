@@ -163,3 +163,92 @@ def test_network_self_test_in_an_empty_network_namespace() -> None:
                       "print(r.reachable, r.detail)", prefix=[unshare, "-rn"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False network: NOT blocked in-process; no route off this machine"
+
+
+ENDPOINT_SCRIPT = """
+import json, socket
+from scribed.system import netguard
+from scribed.errors import NetworkBlockedError
+
+broker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # the "broker", listening before the guard
+broker.bind(("127.0.0.1", 0))
+broker.listen()
+other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # another service on this host
+other.bind(("127.0.0.1", 0))
+other.listen()
+port, other_port = broker.getsockname()[1], other.getsockname()[1]
+
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except NetworkBlockedError:
+        return "blocked"
+    except Exception as exc:
+        return type(exc).__name__
+
+seen = []
+netguard.install_network_guard(seen.append)
+endpoint = netguard.allow_endpoint("localhost", port)
+out = {"addresses": sorted(endpoint.addresses), "report": netguard.network_self_test().detail}
+
+def talk():
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    s.sendall(b"PING")
+    s.close()
+
+def udp_elsewhere():
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", other_port))
+
+def bind_any():
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM).bind(("127.0.0.1", 0))
+
+out.update(
+    broker=attempt(talk),
+    broker_by_name=attempt(lambda: socket.create_connection(("localhost", port), timeout=2).close()),
+    other_port=attempt(lambda: socket.create_connection(("127.0.0.1", other_port), timeout=2).close()),
+    other_host=attempt(lambda: socket.create_connection(("127.0.0.2", port), timeout=2).close()),
+    lookup_broker=attempt(lambda: socket.getaddrinfo("localhost", port)),
+    lookup_other=attempt(lambda: socket.getaddrinfo("example.com", 443)),
+    udp_elsewhere=attempt(udp_elsewhere),
+    bind=attempt(bind_any),
+    unix=attempt(lambda: socket.socketpair()),
+    again=attempt(lambda: netguard.allow_endpoint("localhost", port)),
+    second=attempt(lambda: netguard.allow_endpoint("localhost", other_port)),
+)
+conn, _ = broker.accept()
+out["broker_got"] = conn.recv(4).decode()
+out["blocked_logged"] = len(seen)
+print(json.dumps(out))
+"""
+
+
+def test_the_allowed_endpoint_is_the_only_way_out() -> None:
+    proc = run_python(ENDPOINT_SCRIPT)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert "127.0.0.1" in out["addresses"]
+    assert out["broker"] == "ok" and out["broker_got"] == "PING"
+    assert out["broker_by_name"] == "ok" and out["lookup_broker"] == "ok"
+    for name in ("other_port", "other_host", "lookup_other", "udp_elsewhere", "bind"):
+        assert out[name] == "blocked", (name, out)
+    assert out["unix"] == "ok" and out["again"] == "ok"
+    assert out["second"] == "ValueError"  # one broker per process
+    assert out["blocked_logged"] == 5
+    assert out["report"].startswith("network: blocked in-process except the broker localhost:")
+
+
+def test_allow_endpoint_resolves_under_the_guard_and_reports_unknown_names() -> None:
+    proc = run_python(
+        """
+        import socket
+        from scribed.system import netguard
+        netguard.install_network_guard()
+        try:
+            netguard.allow_endpoint("no-such-host.invalid", 6379)
+        except socket.gaierror:
+            print("gaierror", netguard.allowed_endpoint())
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["gaierror", "None"]

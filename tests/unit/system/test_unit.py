@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from scribed.config import ServiceConfig
-from scribed.system.unit import UNIT_NAME, quote_arg, render_unit, service_command, unit_template
+from scribed.system.unit import UNIT_NAME, linger_enabled, quote_arg, render_unit, service_command, unit_template
 
 REPO_UNIT = Path(__file__).resolve().parents[3] / "systemd" / UNIT_NAME
 MAX_EXPOSURE = 2.5
@@ -222,28 +222,72 @@ def test_dry_run_changes_nothing(env: Env, capsys: pytest.CaptureFixture[str]) -
     assert env.calls() == []
 
 
+def _scribed_lines(err: str) -> list[str]:
+    lines = err.splitlines()
+    assert lines and all(line.startswith("scribed: ") for line in lines), lines
+    return lines
+
+
 def test_systemd_absent(env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     (env.bin / "systemctl").unlink()
     monkeypatch.setenv("PATH", str(env.bin))
     for action in ("install", "uninstall", "status"):
         assert service_command(action, env.config, user_dir=env.user_dir) == 2
-        assert "systemd is not available here" in capsys.readouterr().err
+        lines = _scribed_lines(capsys.readouterr().err)
+        assert lines == ["scribed: systemd is not available here (no `systemctl` on PATH)"]
     assert not env.user_dir.exists()
+
+
+def test_unit_prints_what_install_writes_without_a_user_manager(env: Env, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FAKE_NO_MANAGER", "1")
+    assert service_command("unit", env.config, user_dir=env.user_dir) == 0
+    printed = capsys.readouterr().out
+    assert env.calls() == [] and not env.user_dir.exists()  # nothing asked, nothing written or created
+    monkeypatch.delenv("FAKE_NO_MANAGER")
+    assert service_command("install", env.config, user_dir=env.user_dir) == 0
+    assert printed == (env.user_dir / UNIT_NAME).read_text()
+
+
+def test_unit_lists_per_folder_output_and_archive_folders(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.config.write_text(
+        f"watch:\n  folders:\n    - '{env.inbox}'\n"
+        f"    - {{path: '{env.home / 'legal'}', dir: '{env.home / 'legal-out'}', source_after: archive,"
+        f" archive_dir: '{env.home / 'legal-archive'}'}}\n"
+    )
+    assert service_command("unit", env.config) == 0
+    paths = _directives(capsys.readouterr().out)["ReadWritePaths"]
+    assert paths == [f'"-{env.inbox}"', f"-{env.home / 'legal'}", f"-{env.home / 'legal-out'}",
+                     f"-{env.home / 'legal-archive'}", f"-{env.home / '.local' / 'state' / 'scribed'}"]
+
+
+def test_unit_warns_about_folders_the_private_tmp_hides(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.config.write_text("watch:\n  folders: [/tmp/scribed-inbox-of-a-test]\n")
+    assert service_command("unit", env.config) == 0
+    lines = _scribed_lines(capsys.readouterr().err)  # (the test's fake home is under /tmp too)
+    assert lines[0] == ("scribed: warning: the service cannot see /tmp/scribed-inbox-of-a-test: "
+                        "PrivateTmp=yes hides /tmp and /var/tmp")
 
 
 def test_no_user_manager(env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("FAKE_NO_MANAGER", "1")
     assert service_command("install", env.config, user_dir=env.user_dir) == 2
-    assert "cannot talk to a systemd user manager" in capsys.readouterr().err
+    (line,) = _scribed_lines(capsys.readouterr().err)
+    assert line.startswith("scribed: cannot talk to a systemd user manager")
     assert env.calls() == [["systemctl", "--user", "show", "--property=Version"]]
 
 
 def test_bad_config_and_bad_action(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     env.config.write_text("watch:\n  folderz: [/x]\n")
     assert service_command("install", env.config, user_dir=env.user_dir) == 2
-    assert "did you mean 'folders'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("scribed: 1 configuration problem(s)") and "did you mean 'folders'" in err
     assert not (env.user_dir / UNIT_NAME).exists()
+    assert service_command("unit", env.config) == 2
+    assert "did you mean 'folders'" in capsys.readouterr().err
     assert service_command("restart-everything", None, user_dir=env.user_dir) == 2
+    assert _scribed_lines(capsys.readouterr().err) == [
+        "scribed: unknown service action 'restart-everything' (expected install, uninstall, status, unit)"]
 
 
 # ---------------------------------------------------------------------- the real systemd-analyze
@@ -289,3 +333,24 @@ def test_security_exposure(env: Env) -> None:
     match = re.search(r"Overall exposure level for scribed\.service: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
+
+
+# ------------------------------------------------------------------------------ linger
+
+
+@pytest.mark.parametrize(("answer", "expected"), [("Linger=yes", True), ("Linger=no", False)])
+def test_linger_asks_logind(env: Env, answer: str, expected: bool) -> None:
+    tool = env.bin / "loginctl"
+    tool.write_text(f"#!/bin/sh\n[ \"$1 $2 $3\" = 'show-user alice --property=Linger' ] && echo {answer}\n")
+    tool.chmod(0o755)
+    assert linger_enabled("alice", str(tool)) is expected
+
+
+def test_linger_without_logind_reads_the_marker_or_says_unknown(env: Env) -> None:
+    tool = env.bin / "loginctl"
+    tool.write_text("#!/bin/sh\necho 'Failed to connect to bus' >&2\nexit 1\n")
+    tool.chmod(0o755)
+    marker = Path("/var/lib/systemd/linger")
+    expected = (marker / "alice").exists() if marker.is_dir() else None
+    assert linger_enabled("alice", str(tool)) is expected
+    assert linger_enabled("alice", str(env.bin / "absent-loginctl")) is expected
