@@ -40,7 +40,7 @@ from scribed.daemon.journal import Job, Journal, shown
 from scribed.errors import ScribedError
 from scribed.identity import FileIdentity
 from scribed.protocol import JobOptions, JobSpec, Result
-from scribed.system import retention
+from scribed.system import files, retention
 
 MAX_FILES_PER_BATCH = 8
 MAX_AUDIO_PER_BATCH_S = 3600.0
@@ -111,7 +111,8 @@ def _follow_move(settings: FolderSettings, journal: Journal, ready: Settled) -> 
         moved: dict[str, FileIdentity] = {}
         for fmt, ident in job.written.items():
             if fmt in targets and fmt in job.outputs:
-                placed = _move_own(job.outputs[fmt], targets[fmt], ident)
+                roots = [r for r in (settings.dir, ready.root, job.root) if r is not None]
+                placed = _move_own(job.outputs[fmt], targets[fmt], ident, roots)
                 if placed is not None:
                     moved[fmt] = placed
         if not moved:
@@ -123,20 +124,34 @@ def _follow_move(settings: FolderSettings, journal: Journal, ready: Settled) -> 
     return False
 
 
-def _move_own(old: Path, new: Path, ident: FileIdentity) -> FileIdentity | None:
-    """Give the file scribed wrote at ``old`` (``ident``) the name ``new``, never replacing anything."""
+def _move_own(old: Path, new: Path, ident: FileIdentity, roots: list[Path]) -> FileIdentity | None:
+    """Give the file scribed wrote at ``old`` (``ident``) the name ``new``, never replacing anything.
+
+    Both folders are reached from a configured root without following any link below it (a
+    folder swapped for a link cannot redirect the move), and the file must still be ``ident``."""
+    old_root = next((r for r in roots if old.is_relative_to(r)), None)
+    new_root = next((r for r in roots if new.is_relative_to(r)), None)
+    if old_root is None or new_root is None:
+        return None
+    src_fd = dst_fd = -1
     try:
-        st = os.lstat(old)
+        src_fd = files.open_dir(old.parent, root=old_root)
+        dst_fd = files.open_dir(new.parent, root=new_root, create=True)
+        st = os.lstat(old.name, dir_fd=src_fd)
         if not stat.S_ISREG(st.st_mode) or not ident.same_file(st):
             return None  # not (any more) the file scribed wrote
-        new.parent.mkdir(parents=True, exist_ok=True)
-        os.link(old, new, follow_symlinks=False)  # fails instead of replacing, unlike rename
-        os.unlink(old)
-        return FileIdentity.of(os.lstat(new))
-    except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EACCES):
+        if not files.place_noreplace(src_fd, old.name, dst_fd, new.name, expect=ident):
+            return None
+        return FileIdentity.of(os.lstat(new.name, dir_fd=dst_fd))
+    except (OSError, ValueError) as exc:
+        if not isinstance(exc, OSError) or exc.errno not in (errno.ENOENT, errno.EEXIST, errno.EXDEV,
+                                                                errno.EPERM, errno.EACCES):
             logger.warning("could not move transcript {} to {}: {}", shown(old), shown(new), exc)
         return None
+    finally:
+        for fd in (src_fd, dst_fd):
+            if fd >= 0:
+                os.close(fd)
 
 
 # -- dispatch ---------------------------------------------------------------------------------------
