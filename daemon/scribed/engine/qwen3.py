@@ -41,6 +41,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from scribed.engine import greedy, kvcache
 from scribed.engine.types import ChunkRequest, ChunkResult
 from scribed.errors import ModelError
 
@@ -108,6 +109,10 @@ class AsrEngine:
         self.processor: Any = None
         self.load_seconds = 0.0
         self.batch_size_used = 0
+        self.greedy_loop = True
+        # Prompt rows run together: on a CPU one at a time (compute-bound, and slower per row in
+        # a batch: engine.greedy), on a GPU the whole batch.
+        self.prefill_rows: int | None = 1 if self.device.type == "cpu" else None
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -143,6 +148,11 @@ class AsrEngine:
             self.processor = self.model = None
             raise ModelError(f"cannot load the model from {str(self.model_path)!r}: {exc}") from exc
         self.model.eval()
+        # the decoder's one-token steps read a pre-sized cache (engine.kvcache); the audio
+        # encoder and the prompt keep transformers' SDPA
+        kvcache.register()
+        self.model.set_attn_implementation({"text_config": kvcache.ATTENTION})
+        self.greedy_loop = greedy.supports(self.model.generation_config)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.load_seconds = time.perf_counter() - start
@@ -201,16 +211,24 @@ class AsrEngine:
         )
         inputs = inputs.to(self.device)
         inputs["input_features"] = inputs["input_features"].to(self.dtype)
-        # One generate call serves the batch: the largest limit and the largest minimum; each
-        # row is then cut at its own end-of-text token or its own limit.
+        # One decode serves the batch: the largest limit and the largest minimum; each row is
+        # then cut at its own end-of-text token or its own limit.
         limit = max(r.max_new_tokens for r in batch)
         minimum = min(limit, max(r.min_new_tokens for r in batch))
-        extra: dict[str, Any] = {"min_new_tokens": minimum} if minimum else {}
-        out = self.model.generate(
-            **inputs, max_new_tokens=limit, do_sample=False, num_beams=1,
-            pad_token_id=self.processor.tokenizer.pad_token_id, **extra,
-        )
-        new_tokens = out[:, inputs["input_ids"].shape[1]:].cpu().numpy()
+        pad_id = self.processor.tokenizer.pad_token_id
+        if self.greedy_loop:
+            new_tokens = greedy.greedy_decode(
+                self.model, inputs, max_new_tokens=limit, min_new_tokens=minimum, eos_ids=EOS_TOKEN_IDS,
+                pad_id=pad_id, prefill_rows=self.prefill_rows,
+            ).cpu().numpy()
+        else:  # a generation config with more than plain greedy decoding: transformers' own loop
+            extra: dict[str, Any] = {"min_new_tokens": minimum} if minimum else {}
+            text_config = self.model.config.get_text_config(decoder=True)
+            out = self.model.generate(
+                **inputs, max_new_tokens=limit, do_sample=False, num_beams=1, pad_token_id=pad_id,
+                cache=kvcache.presized_cache(text_config.num_hidden_layers, len(batch), limit), **extra,
+            )
+            new_tokens = out[:, inputs["input_ids"].shape[1]:].cpu().numpy()
         return [self._result(request, row, language) for request, row in zip(batch, new_tokens, strict=True)]
 
     def _result(self, request: ChunkRequest, row: np.ndarray, language: str | None) -> ChunkResult:

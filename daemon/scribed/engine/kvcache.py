@@ -1,0 +1,165 @@
+"""A pre-sized key/value cache and the one-token attention that reads it (the decode step).
+
+Contract:
+- :class:`BatchCache` holds, per decoder layer, buffers allocated at the first (prefill) write
+  with room for the prompt plus ``new_tokens`` more positions; later keys/values are written in
+  place. Its :meth:`~BatchCache.view` is a transformers ``Cache`` over some rows (prefill a few
+  rows at a time, then decode all together) whose ``update`` returns views of the filled part,
+  shaped ``[rows, kv_heads, length, head_dim]`` like ``DynamicLayer``'s, so any attention
+  function can read them. Past the reserved room a layer grows by doubling (a copy, not an
+  error). :func:`presized_cache` is one view over all rows, for ``generate``.
+- :data:`ATTENTION` names an attention implementation registered with transformers
+  (:func:`register`): for a single query token it computes grouped-query attention with two
+  batched matrix products over those views (keys stored transposed, so neither product copies);
+  every other call (prefill, the audio encoder's windows) goes to transformers' own SDPA
+  function unchanged. Masks are built by transformers' SDPA mask function.
+- Numerically this is the same attention (softmax in float32); greedy output on the fixture
+  models is unchanged (tests compare against the stock path).
+
+Why: with ``DynamicCache`` every step concatenates the whole cache (batch 16 of 30 s chunks:
+~750 MB copied, in freshly faulted pages, per step), and torch's CPU flash-attention kernel
+is ~8x slower than two ``bmm`` for one query row. Measured on 2 cores (0.6B, bf16, batch 16,
+30 s chunks): ~470 ms per step before; see docs/performance.md for after.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+ATTENTION = "scribed_decode"
+
+
+class _Store:
+    """One decoder layer's keys (stored transposed) and values for every row of a batch."""
+
+    def __init__(self, rows: int, new_tokens: int) -> None:
+        self.rows = rows
+        self.new_tokens = max(1, new_tokens)
+        self.keys_t: torch.Tensor | None = None  # [rows, kv_heads, head_dim, capacity]
+        self.values: torch.Tensor | None = None  # [rows, kv_heads, capacity, head_dim]
+        self.filled = 0  # positions written for at least one row (what a regrowth keeps)
+
+    def write(self, rows: slice, start: int, keys: torch.Tensor,
+              values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + keys.shape[-2]
+        if self.keys_t is None:
+            self._allocate(keys, values, end + self.new_tokens)
+        elif end > self.keys_t.shape[-1]:
+            self._allocate(keys, values, max(end, 2 * self.keys_t.shape[-1]))
+        assert self.keys_t is not None and self.values is not None
+        self.keys_t[rows, :, :, start:end].copy_(keys.transpose(-1, -2))
+        self.values[rows, :, start:end].copy_(values)
+        self.filled = max(self.filled, end)
+        return self.keys_t[rows, :, :, :end].transpose(-1, -2), self.values[rows, :, :end]
+
+    def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
+        heads, dim = keys.shape[1], keys.shape[-1]
+        keys_t = keys.new_empty((self.rows, heads, dim, capacity))
+        new_values = values.new_empty((self.rows, heads, capacity, values.shape[-1]))
+        if self.keys_t is not None and self.values is not None and self.filled:
+            keys_t[..., : self.filled].copy_(self.keys_t[..., : self.filled])
+            new_values[:, :, : self.filled].copy_(self.values[:, :, : self.filled])
+        self.keys_t, self.values = keys_t, new_values
+
+
+class PresizedLayer(DynamicLayer):
+    """A ``DynamicLayer`` look-alike over rows ``rows`` of a :class:`_Store`; see the module contract."""
+
+    def __init__(self, store: _Store, rows: slice, length: int = 0) -> None:
+        super().__init__()
+        self.store, self.rows, self.length = store, rows, length
+        if length:
+            self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.keys, self.values = self.store.write(self.rows, self.length, key_states, value_states)
+        self.length += key_states.shape[-2]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def reset(self) -> None:
+        self.length = 0
+        self.keys = self.values = None
+        self.is_initialized = False
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("PresizedLayer serves greedy decoding only")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("PresizedLayer serves greedy decoding only")
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        raise NotImplementedError("PresizedLayer serves greedy decoding only")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise NotImplementedError("PresizedLayer serves greedy decoding only")
+
+
+class BatchCache:
+    """Pre-sized keys/values of a batch of ``rows`` for at most ``new_tokens`` new tokens per row.
+
+    :meth:`view` gives a transformers ``Cache`` over some rows, so the prompt can be filled a
+    few rows at a time (prefill) and then decoded for all rows at once; views share storage.
+    """
+
+    def __init__(self, num_layers: int, rows: int, new_tokens: int) -> None:
+        self.rows = rows
+        self.stores = [_Store(rows, new_tokens) for _ in range(num_layers)]
+
+    def view(self, start: int = 0, stop: int | None = None, *, length: int = 0) -> Cache:
+        """A cache over rows ``start:stop`` whose first ``length`` positions are already filled."""
+        rows = slice(start, self.rows if stop is None else stop)
+        return Cache(layers=[PresizedLayer(store, rows, length) for store in self.stores])
+
+
+def presized_cache(num_layers: int, rows: int, new_tokens: int) -> Cache:
+    """A cache for one ``generate`` call on ``rows`` rows of at most ``new_tokens`` new tokens."""
+    return BatchCache(num_layers, rows, new_tokens).view()
+
+
+def decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                     **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention for transformers' interface: output ``[batch, q_len, heads, head_dim]``, no weights."""
+    if query.shape[2] != 1 or dropout or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    batch, heads, _, dim = query.shape
+    kv_heads, length = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    scale = dim ** -0.5 if scaling is None else scaling
+    # [batch*kv_heads, groups, dim] x [batch*kv_heads, dim, length]: the keys' transpose is the
+    # stored layout (PresizedLayer), so reshape is a view; other layouts are copied by reshape.
+    q = query.reshape(batch * kv_heads, groups, dim)
+    k_t = key.transpose(-1, -2).reshape(batch * kv_heads, dim, length)
+    scores = torch.bmm(q, k_t).view(batch, heads, length).float().mul_(scale)
+    if attention_mask is not None:
+        mask = attention_mask.reshape(batch, -1, attention_mask.shape[-1])[..., -length:]
+        if mask.dtype == torch.bool:
+            scores.masked_fill_(~mask, float("-inf"))
+        else:
+            scores.add_(mask.float())
+    probs = torch.softmax(scores, dim=-1).to(value.dtype).view(batch * kv_heads, groups, length)
+    out = torch.bmm(probs, value.reshape(batch * kv_heads, length, value.shape[-1]))
+    return out.view(batch, heads, 1, -1).transpose(1, 2), None
+
+
+def register() -> None:
+    """Make :data:`ATTENTION` a valid ``attn_implementation`` (idempotent)."""
+    AttentionInterface.register(ATTENTION, decode_attention)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)

@@ -1,0 +1,101 @@
+"""Tests for scribed.engine.kvcache: the pre-sized cache and the one-token attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from scribed.engine.kvcache import ATTENTION, BatchCache, decode_attention, presized_cache, register
+
+
+class _Module(torch.nn.Module):
+    """What transformers' attention functions read off the attention module."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.num_key_value_groups = groups
+        self.is_causal = True
+        self.training = False
+
+
+def _kv(rows: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 2, length, 8, generator=g), torch.randn(rows, 2, length, 8, generator=g)
+
+
+def test_rows_filled_apart_then_decoded_together_equal_a_growing_cache() -> None:
+    cache = BatchCache(num_layers=1, rows=3, new_tokens=4)
+    reference = DynamicLayer()
+    prompt_k, prompt_v = _kv(3, 5, seed=1)
+    for row in range(3):  # prefill one row at a time
+        keys, _ = cache.view(row, row + 1).layers[0].update(prompt_k[row:row + 1], prompt_v[row:row + 1])
+        assert keys.shape == (1, 2, 5, 8)
+    reference.update(prompt_k, prompt_v)
+    step = cache.view(length=5)
+    assert step.get_seq_length() == 5
+    for i in range(4):
+        k, v = _kv(3, 1, seed=10 + i)
+        got = step.layers[0].update(k, v)
+        want = reference.update(k, v)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert step.get_seq_length() == 9
+
+
+def test_going_past_the_reserved_room_grows_and_keeps_what_was_written() -> None:
+    layer = presized_cache(num_layers=1, rows=2, new_tokens=1).layers[0]
+    reference = DynamicLayer()
+    for i, length in enumerate((3, 1, 1, 1, 4)):  # reserved: 3 + 1; then doubling
+        k, v = _kv(2, length, seed=i)
+        got, want = layer.update(k, v), reference.update(k, v)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert layer.get_seq_length() == 10
+
+
+def test_greedy_only_operations_refuse_instead_of_corrupting() -> None:
+    layer = presized_cache(1, 1, 2).layers[0]
+    with pytest.raises(NotImplementedError):
+        layer.batch_select_indices(torch.tensor([0]))
+    with pytest.raises(NotImplementedError):
+        layer.reorder_cache(torch.tensor([0]))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_one_token_attention_equals_sdpa_with_grouped_heads_on_cache_views(masked: bool) -> None:
+    rows, kv_heads, groups, length, dim = 3, 2, 4, 7, 8
+    g = torch.Generator().manual_seed(0)
+    cache = presized_cache(1, rows, new_tokens=2)
+    k, v = torch.randn(rows, kv_heads, length, dim, generator=g), torch.randn(rows, kv_heads, length, dim, generator=g)
+    keys, values = cache.layers[0].update(k, v)
+    assert not keys.is_contiguous()  # a view of the transposed store: the case that must not copy or break
+    query = torch.randn(rows, kv_heads * groups, 1, dim, generator=g)
+    mask = None
+    if masked:  # left padding: row 0 has two padded positions
+        mask = torch.ones(rows, 1, 1, length, dtype=torch.bool)
+        mask[0, ..., :2] = False
+    module = _Module(groups)
+    got, _ = decode_attention(module, query, keys, values, mask, scaling=dim ** -0.5)
+    want, _ = sdpa_attention_forward(module, query, k, v, mask, scaling=dim ** -0.5)
+    assert got.shape == want.shape == (rows, 1, kv_heads * groups, dim)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_prompts_and_encoder_windows_go_to_sdpa_unchanged() -> None:
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, 6, 8, generator=g) for _ in range(3))
+    module = _Module(1)
+    module.is_causal = False
+    got, _ = decode_attention(module, q, k, v, None, scaling=0.3, is_causal=False)
+    want, _ = sdpa_attention_forward(module, q, k, v, None, scaling=0.3, is_causal=False)
+    assert torch.equal(got, want)
+
+
+def test_register_makes_the_name_a_valid_attention_implementation() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    register()
+    register()  # idempotent
+    assert AttentionInterface()[ATTENTION] is decode_attention
+    assert ATTENTION in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
