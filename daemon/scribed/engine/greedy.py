@@ -21,7 +21,9 @@ per-step bookkeeping (~17 ms per step at 16 rows here).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +38,28 @@ PLAIN = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0), "
          "do_sample": (None, False), "num_beams": (None, 1), "logits_processor": (None,)}
 
 
+@dataclass
+class DecodeStats:
+    """Where decoding time went, summed over calls (wall seconds; steps are one-token model calls).
+
+    ``steps_by_rows`` maps a batch's row count to ``[steps, seconds]`` of its decode steps, so
+    per-step figures by batch size come out of real work (``scribed bench``).
+    """
+
+    calls: int = 0
+    prompt_s: float = 0.0
+    steps: int = 0
+    step_s: float = 0.0
+    steps_by_rows: dict[int, list[float]] = field(default_factory=dict)
+
+    def add_steps(self, rows: int, steps: int, seconds: float) -> None:
+        self.steps += steps
+        self.step_s += seconds
+        entry = self.steps_by_rows.setdefault(rows, [0, 0.0])
+        entry[0] += steps
+        entry[1] += seconds
+
+
 def supports(generation_config: Any) -> bool:
     """True when ``generation_config`` adds nothing to plain greedy decoding."""
     return all(getattr(generation_config, key, None) in plain for key, plain in PLAIN.items())
@@ -43,8 +67,12 @@ def supports(generation_config: Any) -> bool:
 
 @torch.inference_mode()
 def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tokens: int, min_new_tokens: int,
-                  eos_ids: Sequence[int], pad_id: int, prefill_rows: int | None = None) -> torch.Tensor:
-    """Decode ``inputs`` (a processor's batch: input_ids, attention_mask, input_features, ...)."""
+                  eos_ids: Sequence[int], pad_id: int, prefill_rows: int | None = None,
+                  stats: DecodeStats | None = None, between: Callable[[], object] | None = None) -> torch.Tensor:
+    """Decode ``inputs`` (a processor's batch: input_ids, attention_mask, input_features, ...);
+    times go to ``stats`` when given (the prompt includes the audio encoder); ``between`` is
+    called before every model call (the engine adjusts its thread count there)."""
+    started = time.perf_counter()
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     rows, prompt = ids.shape
     device = ids.device
@@ -61,6 +89,8 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
         part = slice(start, min(rows, start + step_rows))
         row_inputs = {key: value[part] for key, value in inputs.items()}
         row_inputs["position_ids"] = positions[part]
+        if between:
+            between()
         out = model(**row_inputs, cache=cache.view(part.start, part.stop), use_cache=True, logits_to_keep=1)
         firsts.append(out.logits[:, -1])
         del out
@@ -70,6 +100,7 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     step_cache = cache.view(length=prompt)
+    prompt_done = time.perf_counter()
     position = positions[:, -1:]
     steps = 0
     for step in range(max_new_tokens):
@@ -83,7 +114,14 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
         if steps == max_new_tokens or not bool(unfinished.any()):
             break
         position = position + 1
+        if between:
+            between()
         out = model(input_ids=token[:, None], attention_mask=full_mask[:, : prompt + step + 1],
                     position_ids=position, cache=step_cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1]
+    if stats is not None:
+        # the first token comes from the prompt pass; each further one is a decode step
+        stats.calls += 1
+        stats.prompt_s += prompt_done - started
+        stats.add_steps(rows, steps - 1, time.perf_counter() - prompt_done)
     return tokens[:, :steps]

@@ -42,6 +42,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from scribed.engine import greedy, kvcache
+from scribed.engine.cpushare import CoreShare
 from scribed.engine.types import ChunkRequest, ChunkResult
 from scribed.errors import ModelError
 
@@ -110,9 +111,13 @@ class AsrEngine:
         self.load_seconds = 0.0
         self.batch_size_used = 0
         self.greedy_loop = True
+        self.stats = greedy.DecodeStats()  # what decoding cost so far (bench, logs); reset freely
         # Prompt rows run together: on a CPU one at a time (compute-bound, and slower per row in
         # a batch: engine.greedy), on a GPU the whole batch.
         self.prefill_rows: int | None = 1 if self.device.type == "cpu" else None
+        # On a CPU: as many threads as other processes leave cores free (engine.cpushare)
+        self.core_share: CoreShare | None = CoreShare(cpu_threads()) if self.device.type == "cpu" else None
+        self.threads_used: set[int] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -131,7 +136,7 @@ class AsrEngine:
             return
         start = time.perf_counter()
         if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads())
+            torch.set_num_threads(cpu_threads() if self.core_share is None else self.core_share.current)
             if threadenv.TORCH_WAS_LOADED:
                 logger.debug("torch was imported before scribed.engine.qwen3: OpenMP keeps its own wait policy")
         try:
@@ -219,9 +224,10 @@ class AsrEngine:
         if self.greedy_loop:
             new_tokens = greedy.greedy_decode(
                 self.model, inputs, max_new_tokens=limit, min_new_tokens=minimum, eos_ids=EOS_TOKEN_IDS,
-                pad_id=pad_id, prefill_rows=self.prefill_rows,
+                pad_id=pad_id, prefill_rows=self.prefill_rows, stats=self.stats, between=self._share_cores,
             ).cpu().numpy()
         else:  # a generation config with more than plain greedy decoding: transformers' own loop
+            self._share_cores()
             extra: dict[str, Any] = {"min_new_tokens": minimum} if minimum else {}
             text_config = self.model.config.get_text_config(decoder=True)
             out = self.model.generate(
@@ -230,6 +236,10 @@ class AsrEngine:
             )
             new_tokens = out[:, inputs["input_ids"].shape[1]:].cpu().numpy()
         return [self._result(request, row, language) for request, row in zip(batch, new_tokens, strict=True)]
+
+    def _share_cores(self) -> None:
+        if self.core_share is not None:
+            self.threads_used.add(self.core_share.apply(torch.set_num_threads))
 
     def _result(self, request: ChunkRequest, row: np.ndarray, language: str | None) -> ChunkResult:
         """One row of generated ids -> its result, cut at its own end-of-text or limit."""

@@ -35,10 +35,9 @@ import datetime
 import json
 import os
 import platform
-import resource
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,38 +47,59 @@ from loguru import logger
 
 from scribed import __version__
 from scribed.config import Config
-from scribed.engine.pipeline import Pipeline
-from scribed.engine.types import ChunkRequest, ChunkResult, Engine, TranscribeOptions
-from scribed.errors import TranscriptionError, UsageError
+from scribed.engine.types import TranscribeOptions
+from scribed.errors import UsageError
 from scribed.media import segment
 from scribed.media.audio import SAMPLE_RATE
 from scribed.tools.benchdata import make_recording, random_checkpoint, speech_clips, tokenizer_dir, write_wav
-
-# Text tokens generated per second of audio. Conversational English runs ~2.5 words/s, about
-# 3.3 tokens/s with Qwen's BPE; Mandarin ~4 characters/s, 3-4 tokens/s (frequent words are one
-# token). 4/s is a slightly pessimistic meeting; the pipeline applies it to the longest chunk
-# of each round, so a round of 30 s chunks generates 120 tokens per chunk.
-TOKENS_PER_AUDIO_S = 4.0
+from scribed.tools.benchrun import TOKENS_PER_AUDIO_S, Competitor, decode_steps, run_scenario, startup
 
 
 @dataclass(frozen=True)
 class Durations:
-    """Scenario lengths in seconds; 0 skips the scenario. ``backlog`` is per recording."""
+    """What to run. Scenario lengths in seconds (0 skips one; ``backlog`` is per recording);
+    memory rows by recording length (s) and by backlog size (files of ``backlog_each`` s);
+    decode-step rows by batch size on ``step_chunk_s`` chunks."""
 
     memo: float
     long: float
     backlog: float
     backlog_count: int
+    lengths: tuple[float, ...] = ()
+    backlogs: tuple[int, ...] = ()
+    backlog_each: float = 60.0
+    step_batches: tuple[int, ...] = (1, 16)
+    step_chunk_s: float = 30.0
+    steps: int = 24
 
 
-FULL = Durations(memo=60.0, long=3600.0, backlog=300.0, backlog_count=6)
-# CI on 2 cores: under 3 minutes of audio in all (the memo runs twice, for the batching ratio);
+FULL = Durations(memo=60.0, long=600.0, backlog=300.0, backlog_count=6, lengths=(60.0, 600.0, 3600.0, 7200.0),
+                 backlogs=(1, 8, 32), backlog_each=60.0, step_batches=(1, 4, 8, 16))
+# CI on 2 cores: a few minutes in all (the memo runs three times: batched, batch 1, contended);
 # 40 s is two chunks of the shared clips, the least that batching can change.
-QUICK = Durations(memo=40.0, long=60.0, backlog=15.0, backlog_count=2)
+QUICK = Durations(memo=40.0, long=60.0, backlog=15.0, backlog_count=2, lengths=(60.0, 600.0), backlogs=(1, 8),
+                  backlog_each=15.0, step_batches=(1, 16))
 
 
-def durations_from(args: argparse.Namespace, env: str | None) -> Durations:
-    """Defaults for ``--quick`` or a full run, then ``--backlog``, then ``SCRIBED_BENCH_DURATIONS``."""
+def _numbers(env_name: str, text: str | None, keys: dict[str, type]) -> dict[str, list[float]]:
+    """``key=1,2;key=3`` -> {key: [1.0, 2.0], ...}; a UsageError naming the variable otherwise."""
+    found: dict[str, list[float]] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(";"))):
+        key, _, value = item.partition("=")
+        try:
+            if key.strip() not in keys:
+                raise ValueError(key)
+            found[key.strip()] = [max(0.0, float(v)) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"{env_name}: expected {';'.join(k + '=N,N' for k in keys)}; got {item!r}") from None
+    return found
+
+
+def durations_from(args: argparse.Namespace, env: str | None, memory_env: str | None = None,
+                   steps_env: str | None = None) -> Durations:
+    """Defaults for ``--quick`` or a full run, then ``--backlog``, then ``SCRIBED_BENCH_DURATIONS``
+    (``memo=S,long=S,backlog=S``), ``SCRIBED_BENCH_MEMORY`` (``lengths=S,S;backlogs=N,N;each=S``)
+    and ``SCRIBED_BENCH_STEPS`` (``batches=N,N;chunk=S;steps=N``)."""
     base = QUICK if args.quick else FULL
     values: dict[str, float] = {"memo": base.memo, "long": base.long, "backlog": base.backlog}
     for item in filter(None, (part.strip() for part in (env or "").split(","))):
@@ -93,107 +113,17 @@ def durations_from(args: argparse.Namespace, env: str | None) -> Durations:
     count = base.backlog_count if args.backlog is None else args.backlog
     if count < 0:
         raise UsageError("--backlog must be 0 or more")
-    return Durations(values["memo"], values["long"], values["backlog"], count)
-
-
-# -- measuring -------------------------------------------------------------------------------------
-
-
-class BenchEngine:
-    """An :class:`~scribed.engine.types.Engine` around the real one: fixes the work and counts it.
-
-    Every request of a ``run`` call generates exactly ``tokens_per_s`` tokens per second of the
-    call's longest chunk (``min_new_tokens`` = ``max_new_tokens``), so random weights do a
-    realistic amount of decoding and runs stay comparable; chunks, batches and tokens are counted.
-    """
-
-    def __init__(self, engine: Engine, tokens_per_s: float) -> None:
-        self.engine = engine
-        self.tokens_per_s = tokens_per_s
-        self.name: str = engine.name
-        self.chunks = self.batches = self.tokens = 0
-
-    @property
-    def loaded(self) -> bool:
-        return self.engine.loaded
-
-    @property
-    def device_name(self) -> str:
-        return self.engine.device_name
-
-    @property
-    def load_seconds(self) -> float:
-        return self.engine.load_seconds
-
-    def load(self) -> None:
-        self.engine.load()
-
-    def unload(self) -> None:
-        self.engine.unload()
-
-    def peak_memory_bytes(self) -> int | None:
-        return self.engine.peak_memory_bytes()
-
-    def fixed_requests(self, requests: Sequence[ChunkRequest]) -> list[ChunkRequest]:
-        if not requests:
-            return []
-        longest = max(len(r.audio) for r in requests) / SAMPLE_RATE
-        tokens = max(1, round(longest * self.tokens_per_s))
-        return [dataclasses.replace(r, min_new_tokens=tokens, max_new_tokens=tokens) for r in requests]
-
-    def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
-            on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
-        def done(n: int) -> None:
-            self.batches += 1
-            if on_done:
-                on_done(n)
-
-        results = self.engine.run(self.fixed_requests(requests), batch_size, on_done=done)
-        self.chunks += len(results)
-        self.tokens += sum(r.tokens for r in results)
-        return results
-
-
-def _reset_peaks(engine: Any) -> str:
-    """Restart the peak-memory counters; returns the scope peak RSS will have ("scenario"/"process")."""
-    engine.batch_size_used = 0
-    if engine.device.type == "cuda":
-        import torch
-
-        torch.cuda.reset_peak_memory_stats(engine.device)
-    try:  # Linux: "5" resets the RSS high-water mark that getrusage reports
-        Path("/proc/self/clear_refs").write_text("5")
-        return "scenario"
-    except OSError:
-        return "process"
-
-
-def run_scenario(engine: Any, paths: Sequence[Path], options: TranscribeOptions, out_dir: Path, *,
-                 tokens_per_s: float = TOKENS_PER_AUDIO_S) -> dict[str, Any]:
-    """Transcribe ``paths`` together exactly as ``scribed transcribe`` does; one report row."""
-    from scribed.engine.runner import OutputSpec, transcribe_files
-
-    counter = BenchEngine(engine, tokens_per_s)
-    scope = _reset_peaks(engine)
-    cpu_start = _cpu_seconds()
-    start = time.perf_counter()
-    outcomes = transcribe_files(Pipeline(counter, options), paths, OutputSpec(("txt",), out_dir))
-    wall = time.perf_counter() - start
-    cpu = _cpu_seconds() - cpu_start
-    failed = [f"{o.path.name}: {o.error}" for o in outcomes if not o.ok]
-    if failed:
-        raise TranscriptionError(f"benchmark recordings failed: {'; '.join(failed)}")
-    audio = sum(o.duration_s for o in outcomes)
-    return {
-        "recordings": len(paths), "audio_s": round(audio, 2), "wall_s": round(wall, 2),
-        "x_realtime": round(audio / wall, 3), "rtf": round(wall / audio, 4), "cpu_s": round(cpu, 2),
-        "chunks": counter.chunks, "batches": counter.batches, "batch_size": options.batch_size,
-        "batch_size_used": engine.batch_size_used, "tokens": counter.tokens,
-        "tokens_per_audio_s": round(counter.tokens / audio, 2),
-        "load_s": round(engine.load_seconds, 2),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_rss_scope": scope,
-        "peak_gpu_bytes": engine.peak_memory_bytes(),
-    }
+    memory = _numbers("SCRIBED_BENCH_MEMORY", memory_env, {"lengths": float, "backlogs": int, "each": float})
+    steps = _numbers("SCRIBED_BENCH_STEPS", steps_env, {"batches": int, "chunk": float, "steps": int})
+    return Durations(
+        values["memo"], values["long"], values["backlog"], count,
+        lengths=tuple(x for x in memory.get("lengths", base.lengths) if x > 0),
+        backlogs=tuple(int(x) for x in memory.get("backlogs", base.backlogs) if x >= 1),
+        backlog_each=(memory.get("each") or [base.backlog_each])[0],
+        step_batches=tuple(int(x) for x in steps.get("batches", base.step_batches) if x >= 1),
+        step_chunk_s=(steps.get("chunk") or [base.step_chunk_s])[0],
+        steps=int((steps.get("steps") or [base.steps])[0]) or base.steps,
+    )
 
 
 def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s: float | None, device: str,
@@ -202,31 +132,46 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
     """Load ``path`` once and run every scenario with a non-zero duration on it."""
     from scribed.engine.qwen3 import AsrEngine
 
+    # first, with nothing else loaded: what a fresh worker process pays before its first chunk
+    started = startup(path, device, dtype)
+    logger.info("{}: start-up {:.1f} s (imports {:.1f}, load {:.1f}, first chunk {:.1f})", architecture,
+                started["process_s"], started["import_s"], started["load_s"], started["first_chunk_s"])
     engine = AsrEngine(path, device=device, dtype=dtype, name=architecture)
     engine.load()
     logger.info("{}: loaded on {} in {:.1f} s", architecture, engine.device_name, engine.load_seconds)
 
     segment_s: dict[str, float] = {}
+    seeds = {"warmup": 0, "memo": 1000, "long": 2000, "backlog": 3000, "length": 4000, "files": 5000}
 
     def recordings(name: str, seconds: float, count: int = 1) -> list[Path]:
         """The scenario's WAV files; also times chunk planning on them (it is part of wall time too)."""
-        base = {"warmup": 0, "memo": 1000, "long": 2000, "backlog": 3000}[name]  # fixed seeds: same audio each run
         paths = []
         segment_s[name] = 0.0
         for i in range(count):
-            samples = make_recording(seconds, clips, seed=base + i)
+            samples = make_recording(seconds, clips, seed=seeds[name] + i)  # fixed seeds: same audio each run
             start = time.perf_counter()
             segment.plan_chunks(samples, SAMPLE_RATE, segment.SegmentOptions(max_chunk_s=options.max_chunk_s))
             segment_s[name] += time.perf_counter() - start
             paths.append(write_wav(workdir / f"{name}-{i}.wav", samples))
+            del samples  # not part of any scenario's peak memory
         return paths
 
     # A short recording through the whole path first, so one-off set-up (kernels, allocator,
     # lazy imports) is not charged to the first scenario. The daemon pays it once per load.
     warmup = run_scenario(engine, recordings("warmup", 4.0), options, workdir, tokens_per_s=1.0)["wall_s"]
 
+    steps: list[dict[str, Any]] = []
+    if durations.step_batches:
+        audio = make_recording(max(durations.step_chunk_s, 1.0) * 2, clips, seed=6000)
+        steps = decode_steps(engine, audio, durations.step_batches, chunk_s=durations.step_chunk_s,
+                             steps=durations.steps)
+        for row in steps:
+            logger.info("{}: batch {} of {:.0f} s chunks: {} ms per decode step", architecture, row["batch"],
+                        row["chunk_s"], row["ms_per_step"])
+
     scenarios: dict[str, dict[str, Any]] = {}
     speedup: dict[str, Any] | None = None
+    contended: dict[str, Any] | None = None
     plan = [("memo", durations.memo, 1), ("long", durations.long, 1),
             ("backlog", durations.backlog, durations.backlog_count)]
     for name, seconds, count in plan:
@@ -239,27 +184,69 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
         logger.info("{}: {} took {:.1f} s ({:.2f}x realtime)", architecture, name,
                     scenarios[name]["wall_s"], scenarios[name]["x_realtime"])
         if name == "memo":
-            # same recording, one chunk per model call: what batching buys on this device
-            single = run_scenario(engine, files, dataclasses.replace(options, batch_size=1), workdir)
-            batched = scenarios[name]
-            speedup = {"scenario": "memo", "chunks": batched["chunks"], "batch_size": options.batch_size,
-                       "batched_wall_s": batched["wall_s"], "batched_cpu_s": batched["cpu_s"],
-                       "single_wall_s": single["wall_s"], "single_cpu_s": single["cpu_s"],
-                       # one chunk is one model call either way: a ratio would only measure noise
-                       "ratio": round(single["wall_s"] / batched["wall_s"], 3) if batched["chunks"] > 1 else None}
+            speedup = _batching(engine, files, options, workdir, scenarios[name])
+            contended = _contended(engine, files, options, workdir, scenarios[name])
+            logger.info("{}: memo with one busy thread beside it: {:.1f} s ({:.2f} of idle throughput)",
+                        architecture, contended["contended_wall_s"], contended["ratio"])
         for f in files:
             f.unlink()
+
     model = engine.model
     params = sum(p.numel() for p in model.parameters()) if model is not None else 0
+    model_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) if model else 0
+    memory = {"model_bytes": int(model_bytes), "lengths": [], "backlogs": []}
+    for seconds in durations.lengths:
+        files = recordings("length", seconds)
+        memory["lengths"].append(_memory_row(engine, files, options, workdir, minutes=round(seconds / 60, 2)))
+        logger.info("{}: memory, {:.0f} min recording: peak RSS {:.2f} GB", architecture, seconds / 60,
+                    memory["lengths"][-1]["peak_rss_bytes"] / 1e9)
+        files[0].unlink()
+    for count in durations.backlogs:
+        files = recordings("files", durations.backlog_each, count)
+        memory["backlogs"].append(_memory_row(engine, files, options, workdir, files=count))
+        logger.info("{}: memory, backlog of {}: peak RSS {:.2f} GB", architecture, count,
+                    memory["backlogs"][-1]["peak_rss_bytes"] / 1e9)
+        for f in files:
+            f.unlink()
     report = {
         "architecture": architecture, "path": str(path), "random_weights": random_weights,
         "device": engine.device_name, "dtype": str(engine.dtype).removeprefix("torch."), "parameters": params,
         "build_s": None if build_s is None else round(build_s, 1), "load_s": round(engine.load_seconds, 2),
         "warmup_s": warmup, "batch_size": options.batch_size, "scenarios": scenarios,
-        "batched_speedup": speedup,
+        "batched_speedup": speedup, "contended": contended, "decode_steps": steps, "memory": memory,
+        "startup": started,
     }
     engine.unload()
     return report
+
+
+def _batching(engine: Any, files: list[Path], options: TranscribeOptions, workdir: Path,
+              batched: dict[str, Any]) -> dict[str, Any]:
+    """The same recording, one chunk per model call: what batching buys on this device."""
+    single = run_scenario(engine, files, dataclasses.replace(options, batch_size=1), workdir)
+    return {"scenario": "memo", "chunks": batched["chunks"], "batch_size": options.batch_size,
+            "batched_wall_s": batched["wall_s"], "batched_cpu_s": batched["cpu_s"],
+            "single_wall_s": single["wall_s"], "single_cpu_s": single["cpu_s"],
+            # one chunk is one model call either way: a ratio would only measure noise
+            "ratio": round(single["wall_s"] / batched["wall_s"], 3) if batched["chunks"] > 1 else None}
+
+
+def _contended(engine: Any, files: list[Path], options: TranscribeOptions, workdir: Path,
+               idle: dict[str, Any]) -> dict[str, Any]:
+    """The memo again while one busy thread runs in another process; ratio = throughput vs idle."""
+    with Competitor():
+        busy = run_scenario(engine, files, options, workdir)
+    return {"scenario": "memo", "competitor": "one busy thread (another process, same priority)",
+            "idle_wall_s": idle["wall_s"], "contended_wall_s": busy["wall_s"], "contended_cpu_s": busy["cpu_s"],
+            "ratio": round(idle["wall_s"] / busy["wall_s"], 3), "threads_used": busy["threads_used"]}
+
+
+def _memory_row(engine: Any, paths: list[Path], options: TranscribeOptions, workdir: Path,
+                **label: Any) -> dict[str, Any]:
+    row = run_scenario(engine, paths, options, workdir)
+    keep = ("recordings", "audio_s", "wall_s", "x_realtime", "chunks", "batch_size_used", "peak_rss_bytes",
+            "peak_rss_scope", "peak_gpu_bytes")
+    return {**label, **{key: row[key] for key in keep}}
 
 
 # -- command ---------------------------------------------------------------------------------------
@@ -276,7 +263,8 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     from scribed.engine import qwen3
     from scribed.engine.models import resolve_model
 
-    durations = durations_from(args, os.environ.get("SCRIBED_BENCH_DURATIONS"))
+    durations = durations_from(args, os.environ.get("SCRIBED_BENCH_DURATIONS"),
+                               os.environ.get("SCRIBED_BENCH_MEMORY"), os.environ.get("SCRIBED_BENCH_STEPS"))
     batch_size = cfg.model.batch_size if args.batch_size is None else args.batch_size
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
@@ -348,14 +336,37 @@ def format_report(report: dict[str, Any]) -> str:
             ratio = f"{s['ratio']:.2f}x faster batched" if s["ratio"] else "no ratio (a single chunk)"
             lines.append(f"batching: memo ({s['chunks']} chunks) at batch {s['batch_size']} "
                          f"{s['batched_wall_s']:.1f} s vs batch 1 {s['single_wall_s']:.1f} s -> {ratio}")
+        lines += _extra_lines(m)
     return "\n".join(lines)
 
 
-def _cpu_seconds() -> float:
-    """CPU time of this process (all threads). Next to wall time it shows contention: on a busy
-    machine wall grows while CPU time barely does (or grows too, when OpenMP threads spin)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def _extra_lines(m: dict[str, Any]) -> list[str]:
+    """Contended ratio, decode steps, memory and start-up of one model's report."""
+    lines = []
+    c = m.get("contended")
+    if c:
+        lines.append(f"contended: memo with {c['competitor']}: {c['contended_wall_s']:.1f} s vs idle "
+                     f"{c['idle_wall_s']:.1f} s -> {c['ratio']:.2f} of idle throughput")
+    for row in m.get("decode_steps") or []:
+        lines.append(f"decode step: batch {row['batch']:2d}, {row['chunk_s']:.0f} s chunks (~{row['context_tokens']} "
+                     f"tokens of context): {row['ms_per_step']} ms; prompt {row['prompt_s_per_row']:.2f} s per row")
+    memory = m.get("memory") or {}
+    if memory.get("lengths") or memory.get("backlogs"):
+        lines.append(f"memory: model {memory['model_bytes'] / 1e9:.2f} GB; peak RSS (GB, above the model):")
+        for row in memory.get("lengths", []):
+            above = (row["peak_rss_bytes"] - memory["model_bytes"]) / 1e9
+            lines.append(f"  {row['minutes']:g} min recording: {row['peak_rss_bytes'] / 1e9:.2f} "
+                         f"(+{above:.2f}), batch {row['batch_size_used']}")
+        for row in memory.get("backlogs", []):
+            above = (row["peak_rss_bytes"] - memory["model_bytes"]) / 1e9
+            lines.append(f"  backlog of {row['files']}: {row['peak_rss_bytes'] / 1e9:.2f} "
+                         f"(+{above:.2f}), batch {row['batch_size_used']}")
+    st = m.get("startup")
+    if st:
+        lines.append(f"start-up (fresh process): {st['process_s']:.1f} s = interpreter {st['interpreter_s']:.1f}"
+                     f" + imports {st['import_s']:.1f} + load {st['load_s']:.1f}"
+                     f" + first 4 s chunk {st['first_chunk_s']:.1f}")
+    return lines
 
 
 def _cpu_name() -> str:

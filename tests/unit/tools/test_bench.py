@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from scribed import cli
-from scribed.tools import bench
+from scribed.tools import bench, benchrun
 
 SCENARIO_KEYS = {
     "recordings": int, "audio_s": float, "wall_s": float, "x_realtime": float, "rtf": float, "cpu_s": float,
@@ -112,7 +112,7 @@ def test_bench_engine_fixes_the_work_per_call_and_counts_it(tiny_model: Path) ->
     from scribed.engine.types import ChunkRequest
 
     engine = AsrEngine(tiny_model, device="cpu", dtype="float32")
-    wrapped = bench.BenchEngine(engine, tokens_per_s=4.0)
+    wrapped = benchrun.BenchEngine(engine, tokens_per_s=4.0)
     rng = np.random.default_rng(0)
     requests = [ChunkRequest(_speechlike(rng, 3.0), 40), ChunkRequest(_speechlike(rng, 2.0), 40)]
     fixed = wrapped.fixed_requests(requests)
