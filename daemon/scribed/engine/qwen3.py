@@ -27,6 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import ctypes
+import ctypes.util
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,7 +43,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from scribed.engine import greedy, kvcache
+from scribed.engine import budget, greedy, kvcache
 from scribed.engine.cpushare import CoreShare
 from scribed.engine.types import ChunkRequest, ChunkResult
 from scribed.errors import ModelError
@@ -88,6 +90,24 @@ def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
         native = dev.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         dtype = "bfloat16" if dev.type == "cuda" or native else "float32"
     return dev, getattr(torch, dtype)
+
+
+def release_freed_memory() -> None:
+    """Give memory freed by a finished batch back to the system (glibc keeps it otherwise, and
+    an idle worker would sit on its largest batch's footprint)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # pragma: no cover - not glibc
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def cpu_threads() -> int:
@@ -179,8 +199,9 @@ class AsrEngine:
         """Transcribe ``requests`` in order-preserving batches of up to ``batch_size``.
 
         Requests are batched in the order given (callers sort by length so padding stays small);
-        only requests with the same language and prompt share a batch. ``on_done(n)`` is called
-        after each batch with the number of requests finished (progress, watchdog pings).
+        only requests with the same language and prompt share a batch, and no more than the
+        memory budget allows (:meth:`rows_for`). ``on_done(n)`` is called after each batch with
+        the number of requests finished (progress, watchdog pings).
         """
         self.load()
         results: list[ChunkResult | None] = [None] * len(requests)
@@ -189,7 +210,8 @@ class AsrEngine:
         while pending:
             head = requests[pending[0]]
             group = [i for i in pending[: size * 4]
-                     if requests[i].language == head.language and requests[i].prompt == head.prompt][:size]
+                     if requests[i].language == head.language and requests[i].prompt == head.prompt]
+            group = group[: self.rows_for([requests[i] for i in group[:size]], size)]
             try:
                 outs = self._generate([requests[i] for i in group])
             except torch.OutOfMemoryError:
@@ -205,7 +227,23 @@ class AsrEngine:
             pending = [i for i in pending if i not in taken]
             if on_done:
                 on_done(len(group))
+        release_freed_memory()
         return [r for r in results if r is not None]
+
+    def rows_for(self, batch: Sequence[ChunkRequest], cap: int) -> int:
+        """Rows of ``batch`` (longest first) that one call may take: ``cap`` at most, and no more
+        than fit the memory budget (CPU: budget.cpu_budget_bytes; CUDA: half the free memory)."""
+        if not batch:
+            return 0
+        longest = max(len(r.audio) for r in batch) / 16000
+        positions = budget.prompt_positions(longest) + max(r.max_new_tokens for r in batch)
+        text_config = self.model.config.get_text_config(decoder=True)
+        per_row = budget.kv_bytes_per_row(text_config, positions, torch.finfo(self.dtype).bits // 8)
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            # the prompt runs all rows at once there: activations cost about as much again
+            return budget.rows_that_fit(2 * per_row, free // 2, cap)
+        return budget.rows_that_fit(per_row, budget.cpu_budget_bytes(), cap)
 
     @torch.inference_mode()
     def _generate(self, batch: Sequence[ChunkRequest]) -> list[ChunkResult]:

@@ -10,11 +10,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from scribed import cli
-from scribed.tools import bench, benchrun
+from scribed.tools import bench
 
 SCENARIO_KEYS = {
     "recordings": int, "audio_s": float, "wall_s": float, "x_realtime": float, "rtf": float, "cpu_s": float,
@@ -29,6 +28,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("SCRIBED_BENCH_DURATIONS", "memo=40,long=12,backlog=5")
+    monkeypatch.setenv("SCRIBED_BENCH_MEMORY", "lengths=20,40;backlogs=1,3;each=5")
+    monkeypatch.setenv("SCRIBED_BENCH_STEPS", "batches=1,2;chunk=8;steps=4")
     return tmp_path
 
 
@@ -72,8 +73,32 @@ def test_quick_json_report_has_every_figure(isolated: Path, tokenizer_dir: Path,
     assert speedup["scenario"] == "memo" and speedup["chunks"] >= 2 and speedup["batch_size"] == 4
     assert speedup["ratio"] > 0 and speedup["single_wall_s"] > 0 and speedup["batched_wall_s"] > 0
 
+    contended = model["contended"]
+    assert contended["ratio"] > 0 and contended["contended_wall_s"] > 0
+    assert contended["idle_wall_s"] == model["scenarios"]["memo"]["wall_s"]
+    assert contended["threads_used"] and all(t >= 1 for t in contended["threads_used"])
+
+    assert [row["batch"] for row in model["decode_steps"]] == [1, 2]
+    for row in model["decode_steps"]:
+        assert row["steps"] == 4 and row["ms_per_step"] > 0 and row["chunk_s"] == 8 and row["prompt_s_per_row"] > 0
+
+    memory = model["memory"]
+    assert memory["model_bytes"] > 0
+    assert [row["minutes"] for row in memory["lengths"]] == [pytest.approx(20 / 60, abs=0.01),
+                                                             pytest.approx(40 / 60, abs=0.01)]
+    assert [row["files"] for row in memory["backlogs"]] == [1, 3]
+    assert memory["backlogs"][1]["audio_s"] == pytest.approx(15, abs=0.1)
+    for row in memory["lengths"] + memory["backlogs"]:
+        assert row["peak_rss_bytes"] > memory["model_bytes"] and row["peak_rss_scope"] in ("scenario", "process")
+
+    startup = model["startup"]
+    for key in ("process_s", "interpreter_s", "import_s", "load_s", "first_chunk_s"):
+        assert startup[key] >= 0
+    assert startup["process_s"] >= startup["import_s"] + startup["load_s"]
+
     table = bench.format_report(report)  # the non-JSON output of the same report
-    for word in ("tiny", "memo", "long", "backlog", "batching", "transformers"):
+    for word in ("tiny", "memo", "long", "backlog", "batching", "transformers", "contended", "decode step",
+                 "memory", "start-up"):
         assert word in table
 
 
@@ -99,30 +124,16 @@ def test_bad_arguments_exit_2(isolated: Path, monkeypatch: pytest.MonkeyPatch, c
 
 def test_bad_durations_variable_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
     args = argparse.Namespace(quick=True, backlog=None)
-    assert bench.durations_from(args, "memo=5, long=0") == bench.Durations(5.0, 0.0, bench.QUICK.backlog, 2)
+    quick = bench.QUICK
+    assert bench.durations_from(args, "memo=5, long=0") == bench.dataclasses.replace(quick, memo=5.0, long=0.0)
+    chosen = bench.durations_from(args, None, "lengths=60,0,7200;backlogs=1,32", "batches=1,4;steps=10")
+    assert chosen.lengths == (60.0, 7200.0) and chosen.backlogs == (1, 32) and chosen.backlog_each == quick.backlog_each
+    assert chosen.step_batches == (1, 4) and chosen.steps == 10 and chosen.step_chunk_s == quick.step_chunk_s
+    with pytest.raises(bench.UsageError, match="SCRIBED_BENCH_MEMORY"):
+        bench.durations_from(args, None, "sizes=1")
+    with pytest.raises(bench.UsageError, match="SCRIBED_BENCH_STEPS"):
+        bench.durations_from(args, None, None, "batches=many")
     with pytest.raises(bench.UsageError):
         bench.durations_from(args, "lunch=5")
     with pytest.raises(bench.UsageError):
         bench.durations_from(args, "memo=soon")
-
-
-def test_bench_engine_fixes_the_work_per_call_and_counts_it(tiny_model: Path) -> None:
-    from fixtures.tinymodel import _speechlike
-    from scribed.engine.qwen3 import AsrEngine
-    from scribed.engine.types import ChunkRequest
-
-    engine = AsrEngine(tiny_model, device="cpu", dtype="float32")
-    wrapped = benchrun.BenchEngine(engine, tokens_per_s=4.0)
-    rng = np.random.default_rng(0)
-    requests = [ChunkRequest(_speechlike(rng, 3.0), 40), ChunkRequest(_speechlike(rng, 2.0), 40)]
-    fixed = wrapped.fixed_requests(requests)
-    assert [(r.min_new_tokens, r.max_new_tokens) for r in fixed] == [(12, 12), (12, 12)]  # 4/s x longest 3 s
-    assert requests[0].min_new_tokens == 0  # the pipeline's own requests are untouched
-    done: list[int] = []
-    results = wrapped.run(requests, 1, on_done=done.append)
-    assert [r.tokens for r in results] == [12, 12] and not any(r.hit_limit for r in results)
-    assert (wrapped.chunks, wrapped.batches, wrapped.tokens) == (2, 2, 24) and done == [1, 1]
-    assert wrapped.loaded and wrapped.load_seconds == engine.load_seconds and wrapped.name == engine.name
-    assert wrapped.device_name == engine.device_name and wrapped.peak_memory_bytes() is None
-    wrapped.unload()
-    assert not engine.loaded
