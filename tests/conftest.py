@@ -5,6 +5,9 @@ Guards (autouse):
   the test process and fails the test that tried — this is how the suite proves scribed opens
   no socket. Tests that must talk to loopback use the ``allow_loopback`` fixture.
 - leaks: a test must not leave threads or child processes behind (bounded wait, then fail).
+- signals: SIGINT/SIGTERM/SIGHUP handlers are put back after each test, so code that sets them
+  in-process (the worker ignores SIGINT) cannot leave later child processes deaf to Ctrl-C
+  (an ignored signal is inherited across exec).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import threading
@@ -102,6 +106,18 @@ def _no_leaks():
                 child.kill()
             pytest.fail(f"leaked threads {[t.name for t in threads]} / processes {children}")
         time.sleep(0.05)  # polling a condition with a deadline, not synchronising on time
+
+
+_GUARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@pytest.fixture(autouse=True)
+def _signals_restored():
+    before = {sig: signal.getsignal(sig) for sig in _GUARDED_SIGNALS}
+    yield
+    for sig, handler in before.items():
+        if signal.getsignal(sig) is not handler and handler is not None:
+            signal.signal(sig, handler)
 
 
 # -- data ---------------------------------------------------------------------------------------

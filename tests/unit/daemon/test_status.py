@@ -113,8 +113,10 @@ def _follow(tmp_path: Path) -> subprocess.Popen[str]:
     config = tmp_path / "config.yaml"
     config.write_text(f"watch:\n  folders: ['{tmp_path}']\nservice:\n  state_dir: '{tmp_path / 'state'}'\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "daemon"), PYTHONUNBUFFERED="1")
+    # SIGINT at its default in the child whatever this process inherited (an ignored one would be too)
     return subprocess.Popen([sys.executable, "-m", "scribed.cli", "status", "--follow", "-c", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_follow_refreshes_until_ctrl_c(tmp_path: Path) -> None:
