@@ -167,12 +167,13 @@ def decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     return out.view(batch, heads, 1, -1).transpose(1, 2), None
 
 
-_SCRATCH: dict[tuple[str, torch.dtype, torch.device], torch.Tensor] = {}
+_SCRATCH: dict[tuple[str, torch.dtype, torch.device, bool], torch.Tensor] = {}
 
 
 def _scratch(name: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A flat buffer of at least ``numel`` elements, reused across calls (grown by half again)."""
-    key = (name, dtype, device)
+    """A flat buffer of at least ``numel`` elements, reused across calls (grown by half again).
+    Kept apart for inference mode: a buffer made there cannot be written outside it."""
+    key = (name, dtype, device, torch.is_inference_mode_enabled())
     buffer = _SCRATCH.get(key)
     if buffer is None or buffer.numel() < numel:
         buffer = torch.empty(max(numel, int(1.5 * (0 if buffer is None else buffer.numel()))), dtype=dtype,

@@ -10,7 +10,14 @@ Contract:
   :class:`~scribed.engine.types.Engine`. Callers (:mod:`scribed.engine.pipeline`) decide
   chunking, ordering and text assembly; this module only runs the model.
 - ``device="auto"``: CUDA with bfloat16 + SDPA attention when a GPU is present, else CPU float32.
-- A CUDA out-of-memory error halves the batch and retries; it never fails a file by itself.
+- Decoding: scribed's greedy loop (:mod:`scribed.engine.greedy`, the same tokens as
+  ``generate``) on a pre-sized cache (:mod:`scribed.engine.kvcache`); ``generate`` only for a
+  generation config that asks for more than greedy decoding.
+- A model call takes at most ``batch_size`` requests and no more than the memory budget holds
+  (:meth:`AsrEngine.rows_for`); a CUDA out-of-memory error halves the batch and retries; it
+  never fails a file by itself. Memory freed by a run is handed back to the system after it.
+- On a CPU the thread count follows the cores other processes leave free
+  (:mod:`scribed.engine.cpushare`), rechecked between model calls.
 - Background behaviour: before torch loads, :mod:`scribed.engine.threadenv` bounds how long
   OpenMP threads spin while they wait (spinning threads collapse under a competing process).
 - Weights load straight in the target dtype (no full-size float32 copy on the way); checkpoints

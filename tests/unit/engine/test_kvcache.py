@@ -99,3 +99,14 @@ def test_register_makes_the_name_a_valid_attention_implementation() -> None:
     register()  # idempotent
     assert AttentionInterface()[ATTENTION] is decode_attention
     assert ATTENTION in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+
+
+def test_attention_works_inside_and_outside_inference_mode_in_any_order() -> None:
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(2, 4, 1, 8, generator=g)
+    k, v = torch.randn(2, 2, 5, 8, generator=g), torch.randn(2, 2, 5, 8, generator=g)
+    module = _Module(2)
+    with torch.inference_mode():
+        inside, _ = decode_attention(module, q, k, v, None)
+    outside, _ = decode_attention(module, q, k, v, None)
+    torch.testing.assert_close(inside, outside)
