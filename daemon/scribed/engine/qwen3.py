@@ -145,6 +145,7 @@ class AsrEngine:
         # On a CPU: as many threads as other processes leave cores free (engine.cpushare)
         self.core_share: CoreShare | None = CoreShare(cpu_threads()) if self.device.type == "cpu" else None
         self.threads_used: set[int] = set()
+        self.memory_budget_bytes: int | None = None  # None: automatic (rows_for); the bench sets one
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -246,6 +247,8 @@ class AsrEngine:
         positions = budget.prompt_positions(longest) + max(r.max_new_tokens for r in batch)
         text_config = self.model.config.get_text_config(decoder=True)
         per_row = budget.kv_bytes_per_row(text_config, positions, torch.finfo(self.dtype).bits // 8)
+        if self.memory_budget_bytes is not None:
+            return budget.rows_that_fit(per_row, self.memory_budget_bytes, cap)
         if self.device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(self.device)
             # the prompt runs all rows at once there: activations cost about as much again
