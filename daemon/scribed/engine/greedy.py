@@ -46,15 +46,18 @@ class DecodeStats:
     per-step figures by batch size come out of real work (``scribed bench``).
     """
 
-    calls: int = 0
     prompt_s: float = 0.0
-    steps: int = 0
-    step_s: float = 0.0
     steps_by_rows: dict[int, list[float]] = field(default_factory=dict)
 
+    @property
+    def steps(self) -> int:
+        return int(sum(entry[0] for entry in self.steps_by_rows.values()))
+
+    @property
+    def step_s(self) -> float:
+        return sum(entry[1] for entry in self.steps_by_rows.values())
+
     def add_steps(self, rows: int, steps: int, seconds: float) -> None:
-        self.steps += steps
-        self.step_s += seconds
         entry = self.steps_by_rows.setdefault(rows, [0, 0.0])
         entry[0] += steps
         entry[1] += seconds
@@ -121,7 +124,6 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
         logits = out.logits[:, -1]
     if stats is not None:
         # the first token comes from the prompt pass; each further one is a decode step
-        stats.calls += 1
         stats.prompt_s += prompt_done - started
         stats.add_steps(rows, steps - 1, time.perf_counter() - prompt_done)
     return tokens[:, :steps]

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from scribed.engine import budget
 from scribed.engine.pipeline import Pipeline
 from scribed.engine.types import ChunkRequest, ChunkResult, Engine, TranscribeOptions
 from scribed.errors import TranscriptionError
@@ -173,7 +174,7 @@ def decode_steps(engine: Any, audio: np.ndarray, batch_sizes: Sequence[int], *, 
             engine.memory_budget_bytes = None
         done, seconds = engine.stats.steps_by_rows.get(b, [0, 0.0])
         rows.append({"batch": b, "chunk_s": chunk_s, "steps": int(done),
-                     "context_tokens": round(chunk_s * 13) + 20 + steps,
+                     "context_tokens": budget.prompt_positions(chunk_s) + steps,
                      "ms_per_step": round(1000 * seconds / done, 1) if done else None,
                      "prompt_s_per_row": round(engine.stats.prompt_s / b, 2)})
     return rows
