@@ -33,6 +33,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "scribed_decode"
+BUCKET = 32  # positions: the one-token attention's key length is rounded up to a multiple of it
 
 
 class _Store:
@@ -60,8 +61,10 @@ class _Store:
 
     def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
         heads, dim = keys.shape[1], keys.shape[-1]
-        keys_t = keys.new_empty((self.rows, heads, dim, capacity))
-        new_values = values.new_empty((self.rows, heads, capacity, values.shape[-1]))
+        # zeros, not empty: the one-token attention reads up to a bucket past the filled part
+        # (masked to probability 0, and 0 x uninitialised NaN would still be NaN)
+        keys_t = keys.new_zeros((self.rows, heads, dim, capacity))
+        new_values = values.new_zeros((self.rows, heads, capacity, values.shape[-1]))
         if self.keys_t is not None and self.values is not None and self.filled:
             keys_t[..., : self.filled].copy_(self.keys_t[..., : self.filled])
             new_values[:, :, : self.filled].copy_(self.values[:, :, : self.filled])
@@ -141,30 +144,52 @@ def decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
                                       scaling=scaling, **kwargs)
     batch, heads, _, dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
+    key, value, span = _bucketed(key, value)
     groups = heads // kv_heads
     scale = dim ** -0.5 if scaling is None else scaling
     # [batch*kv_heads, groups, dim] x [batch*kv_heads, dim, length]: the keys' transpose is the
     # stored layout (PresizedLayer), so reshape is a view; other layouts are copied by reshape.
     q = query.reshape(batch * kv_heads, groups, dim)
-    k_t = key.transpose(-1, -2).reshape(batch * kv_heads, dim, length)
+    k_t = key.transpose(-1, -2).reshape(batch * kv_heads, dim, span)
     # Scores and probabilities grow by one column per step: carved from buffers kept between
     # steps, so the heap does not fragment into ever-larger fresh blocks (it grew ~12 MB a step
     # at batch 16 with fresh tensors).
-    raw = _scratch("raw", batch * heads * length, query.dtype, query.device).view(batch * kv_heads, groups, length)
+    raw = _scratch("raw", batch * heads * span, query.dtype, query.device).view(batch * kv_heads, groups, span)
     torch.bmm(q, k_t, out=raw)
-    scores = _scratch("scores", batch * heads * length, torch.float32, query.device).view(batch, heads, length)
-    scores.copy_(raw.view(batch, heads, length)).mul_(scale)
+    scores = _scratch("scores", batch * heads * span, torch.float32, query.device).view(batch, heads, span)
+    scores.copy_(raw.view(batch, heads, span)).mul_(scale)
     if attention_mask is not None:
         mask = attention_mask.reshape(batch, -1, attention_mask.shape[-1])[..., -length:]
         if mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, float("-inf"))
+            scores[..., :length].masked_fill_(~mask, float("-inf"))
         else:
-            scores.add_(mask.float())
+            scores[..., :length].add_(mask.float())
+    scores[..., length:] = float("-inf")
     torch.softmax(scores, dim=-1, out=scores)
-    raw.view(batch, heads, length).copy_(scores)
-    out = torch.bmm(raw.view(batch * kv_heads, groups, length),
-                    value.reshape(batch * kv_heads, length, value.shape[-1]))
+    raw.view(batch, heads, span).copy_(scores)
+    out = torch.bmm(raw.view(batch * kv_heads, groups, span),
+                    value.reshape(batch * kv_heads, span, value.shape[-1]))
     return out.view(batch, heads, 1, -1).transpose(1, 2), None
+
+
+def _bucketed(key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``key``/``value`` widened to the next multiple of :data:`BUCKET` positions (within the
+    store's capacity) when they are views of a :class:`_Store`, else unchanged; and that width.
+
+    Why: oneDNN builds and caches a kernel per matrix shape; a length one longer each step was
+    a new shape every step (memory that grew ~7 MB a step at batch 8). Widened, the shape
+    changes once per :data:`BUCKET` steps, for at most ``BUCKET - 1`` masked extra columns."""
+    length, dim = key.shape[-2], key.shape[-1]
+    k_t = key.transpose(-1, -2)  # the stored layout: [rows, kv_heads, head_dim, capacity]
+    if k_t.stride(-1) != 1 or value.stride(-1) != 1 or value.stride(-2) != dim:
+        return key, value, length
+    capacity = min(k_t.stride(-2), value.stride(1) // dim)
+    span = min(capacity, -(-length // BUCKET) * BUCKET)
+    if span <= length:
+        return key, value, length
+    wide_k = k_t.as_strided((*k_t.shape[:-1], span), k_t.stride(), k_t.storage_offset()).transpose(-1, -2)
+    size = (*value.shape[:-2], span, dim)
+    return wide_k, value.as_strided(size, value.stride(), value.storage_offset()), span
 
 
 _SCRATCH: dict[tuple[str, torch.dtype, torch.device, bool], torch.Tensor] = {}

@@ -81,6 +81,32 @@ def test_one_token_attention_equals_sdpa_with_grouped_heads_on_cache_views(maske
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("length", "new_tokens", "span"), [(7, 100, 32), (32, 100, 32), (33, 100, 64), (33, 4, 37)])
+def test_one_token_attention_reads_a_bucketed_span_and_still_equals_sdpa(length: int, new_tokens: int,
+                                                                          span: int) -> None:
+    from scribed.engine.kvcache import _bucketed
+
+    g = torch.Generator().manual_seed(length)
+    cache = presized_cache(1, 2, new_tokens=new_tokens)
+    k, v = torch.randn(2, 2, length, 8, generator=g), torch.randn(2, 2, length, 8, generator=g)
+    keys, values = cache.layers[0].update(k, v)
+    wide_k, wide_v, got_span = _bucketed(keys, values)
+    assert got_span == span == wide_k.shape[-2] == wide_v.shape[-2]  # capped by the store's capacity
+    assert torch.equal(wide_k[..., :length, :], k) and torch.equal(wide_v[..., :length, :], v)
+    assert not wide_k[..., length:, :].any() and not wide_v[..., length:, :].any()  # unwritten: zeros
+    query = torch.randn(2, 4, 1, 8, generator=g)
+    got, _ = decode_attention(_Module(2), query, keys, values, None, scaling=0.25)
+    want, _ = sdpa_attention_forward(_Module(2), query, k, v, None, scaling=0.25)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_tensors_not_from_the_store_are_not_widened() -> None:
+    from scribed.engine.kvcache import _bucketed
+
+    k, v = _kv(2, 5, seed=3)
+    assert _bucketed(k, v)[2] == 5
+
+
 def test_prompts_and_encoder_windows_go_to_sdpa_unchanged() -> None:
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 4, 6, 8, generator=g) for _ in range(3))

@@ -37,3 +37,21 @@ def test_a_policy_in_the_environment_wins(env: dict[str, str], expected: list[st
 def test_torch_imported_first_is_noticed() -> None:
     pytest.importorskip("torch")
     assert _run(pre="import torch; ")[-1] == "True"
+
+
+def _cache_capacity(**env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    base.update(env, PYTHONPATH=str(REPO / "daemon"))
+    code = "import os, scribed.engine.threadenv; print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"
+    return subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_onednn_primitive_cache_is_bounded_by_default() -> None:
+    from scribed.engine import threadenv
+
+    assert _cache_capacity() == threadenv.PRIMITIVE_CACHE == "16"
+
+
+def test_onednn_primitive_cache_from_the_environment_wins() -> None:
+    assert _cache_capacity(ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024") == "1024"
