@@ -52,7 +52,10 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class _Item:
+class Planned:
+    """A chunk to transcribe: samples ``[start, end)`` of recording ``key`` (of its window, in
+    :mod:`scribed.engine.windows`), ``depth`` times split already."""
+
     key: Hashable
     start: int
     end: int
@@ -120,7 +123,7 @@ class Pipeline:
         """Transcribe several decoded recordings together; returns one Transcript per key."""
         opts = self.options
         seg_opts = segment.SegmentOptions(max_chunk_s=opts.max_chunk_s)
-        pending: list[_Item] = []
+        pending: list[Planned] = []
         totals: dict[Hashable, int] = {}
         turns: dict[Hashable, Turns | None] = {}
         for key, audio in recordings.items():
@@ -129,19 +132,40 @@ class Pipeline:
             pieces = (split_at_turns(chunks, turns[key].turns, audio.samples) if turns[key] is not None
                       else [(c, None) for c in chunks])
             totals[key] = len(pieces)
-            pending += [_Item(key, c.start, c.end, c.pause_before_s, speaker=who) for c, who in pieces]
+            pending += [Planned(key, c.start, c.end, c.pause_before_s, speaker=who) for c, who in pieces]
             logger.debug("{}: {} chunks planned", audio.source, len(pieces))
-        done_count: Counter[Hashable] = Counter()
-        finished: dict[Hashable, list[tuple[_Item, ChunkResult]]] = {k: [] for k in recordings}
-        failures: dict[Hashable, list[ChunkFailure]] = {k: [] for k in recordings}
+        finished, failures = self.recognize({k: a.samples for k, a in recordings.items()},
+                                            {k: a.source for k, a in recordings.items()}, pending, totals,
+                                            progress=progress)
+        return {key: run_stages(self.stages, recordings[key],
+                                self.assemble(recordings[key], finished[key], failures[key], turns[key]))
+                for key in recordings}
+
+    def recognize(self, samples: Mapping[Hashable, np.ndarray], sources: Mapping[Hashable, str],
+                  pending: list[Planned], totals: dict[Hashable, int], *, progress: Progress | None = None,
+                  done_count: Counter[Hashable] | None = None, origin: Mapping[Hashable, int] | None = None,
+                  ) -> tuple[dict[Hashable, list[tuple[Planned, ChunkResult]]], dict[Hashable, list[ChunkFailure]]]:
+        """Run the planned chunks ``pending`` (sample ranges of ``samples[key]``) through the engine,
+        splitting any that hit their token limit (see the module contract); ``totals`` and
+        ``done_count`` are the per-key chunk counts progress reports. ``origin[key]``: where
+        ``samples[key]`` starts in its recording (a window), for log lines and failure times."""
+        opts = self.options
+        origin = origin or {}
+        done_count = Counter() if done_count is None else done_count
+
+        def seconds(item: Planned, at: int) -> float:  # in the recording, not in the window
+            return (origin.get(item.key, 0) + at) / SAMPLE_RATE
+
+        finished: dict[Hashable, list[tuple[Planned, ChunkResult]]] = {k: [] for k in samples}
+        failures: dict[Hashable, list[ChunkFailure]] = {k: [] for k in samples}
         while pending:
             # Longest first: similar lengths share a batch, and an OOM shows up on the first batch.
             pending.sort(key=lambda it: it.end - it.start, reverse=True)
-            requests = [self._request(recordings[it.key].samples, it) for it in pending]
-            retry: list[_Item] = []
+            requests = [self._request(samples[it.key], it) for it in pending]
+            retry: list[Planned] = []
             cursor = [0]  # engine batches finish in request order
 
-            def tick(n: int, cursor: list[int] = cursor, pending: list[_Item] = pending) -> None:
+            def tick(n: int, cursor: list[int] = cursor, pending: list[Planned] = pending) -> None:
                 first = cursor[0]
                 cursor[0] += n
                 for it in pending[first:first + n]:
@@ -152,25 +176,22 @@ class Pipeline:
             results = self.engine.run(requests, opts.batch_size, on_done=tick)
             for item, result in zip(pending, results, strict=True):
                 if result.hit_limit:
-                    halves = self._split(recordings[item.key].samples, item)
+                    halves = self._split(samples[item.key], item)
                     if halves:
                         totals[item.key] += 1
                         retry += halves
-                        logger.info("{}: chunk {}–{} hit its token limit; splitting it in two",
-                                    recordings[item.key].source, text.format_clock(item.start / SAMPLE_RATE),
-                                    text.format_clock(item.end / SAMPLE_RATE))
+                        logger.info("{}: chunk {}–{} hit its token limit; splitting it in two", sources[item.key],
+                                    text.format_clock(seconds(item, item.start)),
+                                    text.format_clock(seconds(item, item.end)))
                         continue
                     reason = (f"model output hit its length limit ({result.tokens} tokens) even after "
                               f"{item.depth} split(s): possibly incomplete")
-                    failures[item.key].append(ChunkFailure(item.start / SAMPLE_RATE, item.end / SAMPLE_RATE, reason))
-                    logger.warning("{}: {}–{} {}", recordings[item.key].source,
-                                   text.format_clock(item.start / SAMPLE_RATE),
-                                   text.format_clock(item.end / SAMPLE_RATE), reason)
+                    failures[item.key].append(ChunkFailure(seconds(item, item.start), seconds(item, item.end), reason))
+                    logger.warning("{}: {}–{} {}", sources[item.key], text.format_clock(seconds(item, item.start)),
+                                   text.format_clock(seconds(item, item.end)), reason)
                 finished[item.key].append((item, result))
             pending = retry
-        return {key: run_stages(self.stages, recordings[key],
-                                self._assemble(recordings[key], finished[key], failures[key], turns[key]))
-                for key in recordings}
+        return finished, failures
 
     # -- helpers -------------------------------------------------------------------------------
     def _turns(self, audio: DecodedAudio) -> Turns | None:
@@ -188,22 +209,23 @@ class Pipeline:
                     "channel" if found.method == "channels" else "voice", len(found.turns))
         return found
 
-    def _request(self, samples: np.ndarray, item: _Item) -> ChunkRequest:
+    def _request(self, samples: np.ndarray, item: Planned) -> ChunkRequest:
         seconds = (item.end - item.start) / SAMPLE_RATE
         return ChunkRequest(audio=samples[item.start:item.end], max_new_tokens=self.options.token_budget(seconds),
                             language=self.options.language, prompt=self.options.context)
 
-    def _split(self, samples: np.ndarray, item: _Item) -> list[_Item] | None:
+    def _split(self, samples: np.ndarray, item: Planned) -> list[Planned] | None:
         """Two halves cut at the quietest point, or None when the depth/length limit is reached."""
         seconds = (item.end - item.start) / SAMPLE_RATE
         if item.depth >= self.options.max_split_depth or seconds < 2 * self.options.min_split_s:
             return None
         cut = segment.quietest_point(samples, item.start, item.end, SAMPLE_RATE)
-        return [_Item(item.key, item.start, cut, item.pause_before, item.depth + 1, item.speaker),
-                _Item(item.key, cut, item.end, 0.0, item.depth + 1, item.speaker)]
+        return [Planned(item.key, item.start, cut, item.pause_before, item.depth + 1, item.speaker),
+                Planned(item.key, cut, item.end, 0.0, item.depth + 1, item.speaker)]
 
-    def _assemble(self, audio: DecodedAudio, parts: list[tuple[_Item, ChunkResult]],
-                  failures: list[ChunkFailure], turns: Turns | None) -> Transcript:
+    def assemble(self, audio: DecodedAudio, parts: list[tuple[Planned, ChunkResult]],
+                 failures: list[ChunkFailure], turns: Turns | None) -> Transcript:
+        """The Transcript of ``audio`` from its recognised chunks (times in the recording), in order."""
         segments = []
         weights: Counter[str] = Counter()
         for item, result in sorted(parts, key=lambda p: p[0].start):

@@ -4,7 +4,8 @@ Contract:
 - :func:`transcribe_files` (the CLI) and :func:`run_jobs` (the worker, with the daemon's
   :class:`~scribed.protocol.JobSpec` s) decode each file (a bad one fails alone with a clear
   reason), transcribe the good ones together in cross-file batches (groups bounded by total
-  audio length so memory stays flat), write every requested format atomically, and return one
+  audio length so memory stays flat; a longer recording alone, window by window while it is
+  decoded, :mod:`scribed.engine.windows`), write every requested format atomically, and return one
   outcome per input, in input order. Recordings themselves are only ever read.
 - Every failure is classified here, by exception type, never by message (:func:`classify`):
   ``final`` (the file is bad: AudioError, or a transcript path held by a file scribed did not
@@ -36,12 +37,15 @@ from scribed.config import Config
 from scribed.engine import render
 from scribed.engine.pipeline import Pipeline
 from scribed.engine.types import TranscribeOptions, Transcript
+from scribed.engine.windows import WINDOW_S, WindowFeed, windowed
 from scribed.identity import FileIdentity
-from scribed.media.audio import DecodedAudio, decode_audio
+from scribed.media.audio import DecodedAudio, decode_audio, probe_duration
 from scribed.protocol import JobOptions, JobSpec, Outcome, Result
 
-# Decoded audio held at once: 3 hours of 16 kHz float32 is ~700 MB.
-MAX_GROUP_SECONDS = 3 * 3600.0
+# Decoded audio held at once, whatever the backlog: 20 minutes of 16 kHz float32 is ~77 MB and
+# still fills batches of 16 x 30 s chunks. A recording its header says is longer is transcribed
+# window by window as it is decoded (engine.windows) when its options allow.
+MAX_GROUP_SECONDS = 20 * 60.0
 # Errors of the output side that go away by themselves (space freed, disk back, permission fixed).
 TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES})
 
@@ -185,7 +189,30 @@ def _run(pipeline: Pipeline, tasks: list[_Task], on_event: Event | None,
         group.clear()
         seconds = 0.0
 
+    def transcribe_windowed(i: int, chosen: Pipeline) -> None:
+        task, outcome = tasks[i], outcomes[i]
+        feed = WindowFeed(chosen, i, str(task.path),
+                          progress=lambda key, done, total: emit("chunk", task.path, done=done, total=total))
+        try:
+            audio = decode_audio(task.path, expect=task.expect, max_duration_s=max_duration_s, on_window=feed,
+                                 window_s=WINDOW_S)
+            transcript = feed.transcript(audio)
+        except (errors.ScribedError, OSError, MemoryError) as exc:
+            _fail(outcome, exc, str(exc))
+            return
+        except Exception as exc:  # the model failed on a window: this file says so
+            _fail(outcome, exc, f"transcribing {str(task.path)!r} failed: {type(exc).__name__}: {exc}")
+            return
+        outcome.duration_s = audio.duration_s
+        emit("decoded", task.path, duration_s=audio.duration_s)
+        _write(outcome, task, transcript)
+        emit("written", outcome.path, outputs=outcome.outputs)
+
     for i, task in enumerate(tasks):
+        chosen = with_options(task.options)
+        if windowed(chosen.options) and (probe_duration(task.path) or 0.0) > MAX_GROUP_SECONDS:
+            transcribe_windowed(i, chosen)
+            continue
         try:
             audio = decode_audio(task.path, expect=task.expect, max_duration_s=max_duration_s)
         except (errors.ScribedError, OSError, MemoryError) as exc:

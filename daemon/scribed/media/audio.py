@@ -19,6 +19,13 @@ Contract:
   before decoding where the header declares a length, and otherwise while decoding, which stops
   as soon as the limit is passed. Memory is bounded by the limit: 64 KB per second of audio
   (16 kHz float32), about 1.4 GB at the default 6 h, plus ~1 s of working buffers.
+- ``on_window`` (with ``window_s``): a long recording is handed over while it is decoded, in
+  consecutive blocks of ``window_s`` seconds, ``on_window(offset, block, last)`` (``offset`` in
+  samples; a decoder that starts over begins again at offset 0). Memory is one window. The last
+  block is handed over only after every check above passed; the returned DecodedAudio then has
+  no samples (its ``duration_s`` is the whole length). Whatever ``on_window`` raises is raised
+  unchanged, and a check that fails after some blocks were handed over still raises, so a
+  consumer keeps nothing until the last block.
 - Importing this module is cheap: numpy and the codec libraries are imported inside the functions
   (the daemon side imports :data:`AUDIO_EXTENSIONS` from here).
 """
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -66,7 +74,8 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 class DecodedAudio:
     """A decoded recording: ``samples`` is float32, mono, 16 kHz, C-contiguous, roughly in [-1, 1].
 
-    ``duration_s`` is ``len(samples) / sample_rate``; ``container_duration_s`` is the length the
+    ``duration_s`` is ``len(samples) / sample_rate`` (after a windowed decode, which leaves
+    ``samples`` empty, the whole recording's length); ``container_duration_s`` is the length the
     file's header declares, or ``None`` where it declares none (or only a bitrate estimate).
     ``channel_power``: for a two-channel source, each channel's AC power per 10 ms frame (shape
     (2, frames), see :mod:`scribed.media.channels`), else ``None``.
@@ -83,8 +92,12 @@ class DecodedAudio:
     channel_power: np.ndarray | None = None
 
 
+WindowConsumer = Callable[[int, "np.ndarray", bool], None]
+
+
 def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = None,
-                 max_duration_s: float | None = None) -> DecodedAudio:
+                 max_duration_s: float | None = None, on_window: WindowConsumer | None = None,
+                 window_s: float = 600.0) -> DecodedAudio:
     """Decode the first audio track of ``path`` to 16 kHz mono float32, entirely in memory.
 
     Raises :class:`AudioError` if the file is missing, a link, not a regular file, unreadable,
@@ -102,24 +115,34 @@ def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = 
         fh.close()
         raise RecordingChanged(name, f"it is no longer the file that was queued ({_describe(expect, before)})")
     reader = decoders.Reader(fh)
+    windows = None if on_window is None else decoders.Windows(int(window_s * SAMPLE_RATE), on_window)
     try:
         try:
-            result = _run_decoders(reader, name, max_duration_s)
+            result = _run_decoders(reader, name, max_duration_s, windows)
         except AudioError as exc:  # a file rewritten while it was read fails for that reason
             _check_unchanged(name, before, reader, cause=exc)
             raise
+        except decoders.SinkFailed as exc:
+            raise exc.cause from None
         _check_unchanged(name, before, reader)
     finally:
         reader.really_close()
 
     samples, src_rate, src_channels, codec, declared, trusted, channel_power = result
-    if samples.size == 0:
+    total = samples.size + (windows.emitted if windows is not None else 0)
+    if total == 0:
         raise AudioError(name, "decodes to zero samples (no audio in the file)")
-    duration = samples.size / SAMPLE_RATE
+    duration = total / SAMPLE_RATE
     if trusted and declared and declared - duration > max(_TRUNCATION_TOLERANCE * declared, _FRAMING_SLACK_S):
         raise AudioError(name, f"truncated: decoded {duration:.2f} s of {declared:.2f} s")
     if not np.isfinite(samples).all():  # float WAVs can hold NaN/inf, which would poison the model
         np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    if windows is not None:
+        try:
+            windows.emit(np.ascontiguousarray(samples, dtype=np.float32), last=True)
+        except decoders.SinkFailed as exc:
+            raise exc.cause from None
+        samples = np.zeros(0, np.float32)
     return DecodedAudio(
         samples=np.ascontiguousarray(samples, dtype=np.float32),
         sample_rate=SAMPLE_RATE,
@@ -133,13 +156,15 @@ def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = 
     )
 
 
-def _run_decoders(reader: Any, name: str, max_duration_s: float | None) -> Any:
-    """libsndfile, else FFmpeg; every failure mapped to one AudioError."""
+def _run_decoders(reader: Any, name: str, max_duration_s: float | None, windows: Any = None) -> Any:
+    """libsndfile, else FFmpeg; every failure mapped to one AudioError (a window consumer's
+    failure passes through as ``decoders.SinkFailed``)."""
     from scribed.media import decoders
 
     max_samples = None if max_duration_s is None else int(max_duration_s * SAMPLE_RATE)
     try:
-        result = decoders.decode_soundfile(reader, max_samples) or decoders.decode_av(reader, name, max_samples)
+        result = (decoders.decode_soundfile(reader, max_samples, windows)
+                  or decoders.decode_av(reader, name, max_samples, windows))
     except decoders.TooLong as exc:
         assert max_duration_s is not None
         length = (f"{_span(exc.seconds, 1)} long" if exc.declared

@@ -12,6 +12,10 @@ Contract:
 - A two-channel source also yields each channel's power per 10 ms frame, measured before the
   downmix (:class:`~scribed.media.channels.ChannelPower`), so speaker turns can tell whether the
   channels carry different people; the mono samples are unchanged by it.
+- ``windows`` (a :class:`Windows`): instead of one buffer for the whole recording, the 16 kHz
+  output is handed to ``windows.emit`` in blocks of ``windows.size`` samples as it is decoded,
+  and only the last, shorter block is returned; memory is then one window, whatever the length.
+  A decoder that starts over (libsndfile gave up, FFmpeg tries) calls ``windows.restart``.
 - Heavy libraries (soundfile, av, soxr) are imported inside the functions.
 """
 
@@ -101,15 +105,59 @@ class Reader(io.RawIOBase):
         self._fh.close()
 
 
+class SinkFailed(BaseException):
+    """What the window consumer raised, carried through the decoders untouched.
+
+    A ``BaseException`` on purpose: the decoders catch ``Exception`` to fall back from libsndfile
+    to FFmpeg or to skip a corrupt packet, and a consumer's failure (the model ran out of memory)
+    must be neither."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class Windows:
+    """Where a windowed decode puts its output: ``consume(offset, block, last)`` is called with
+    consecutive blocks of the 16 kHz mono signal (``offset``: the block's first sample in the
+    recording; ``block``: a fresh array the consumer may keep). ``emitted`` counts what was
+    handed over; :meth:`restart` (a decoder starting over) resets it and tells the consumer by
+    an ``offset`` of 0 again. NaN/inf samples are replaced, as for a whole decode."""
+
+    def __init__(self, size: int, consume: Any) -> None:
+        self.size = max(1, int(size))
+        self.consume = consume
+        self.emitted = 0
+
+    def restart(self) -> None:
+        self.emitted = 0
+
+    def emit(self, block: np.ndarray, last: bool = False) -> None:
+        if not np.isfinite(block).all():
+            np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        offset = self.emitted
+        self.emitted += block.size
+        try:
+            self.consume(offset, block, last)
+        except BaseException as exc:
+            raise SinkFailed(exc) from exc
+
+
 class MonoResampler:
     """Collects mono chunks at any source rate, streams them through soxr to 16 kHz, keeps the
-    output in one growing buffer (pre-sized from ``expect_seconds``) and enforces ``max_samples``."""
+    output in one growing buffer (pre-sized from ``expect_seconds``) and enforces ``max_samples``;
+    with ``windows`` the buffer holds one window and full windows go to ``windows.emit``."""
 
-    def __init__(self, max_samples: int | None = None, expect_seconds: float | None = None) -> None:
+    def __init__(self, max_samples: int | None = None, expect_seconds: float | None = None,
+                 windows: Windows | None = None) -> None:
         self._max = max_samples
+        self._windows = windows
         hint = int((expect_seconds or 0.0) * SAMPLE_RATE * 1.01) + SAMPLE_RATE  # codec padding
         if max_samples is not None:
             hint = min(hint, max_samples + SAMPLE_RATE)
+        if windows is not None:
+            windows.restart()
+            hint = min(hint, windows.size + 2 * SAMPLE_RATE)
         self._buf = np.empty(hint, np.float32)
         self._n = 0
         self._pending: list[np.ndarray] = []
@@ -151,8 +199,9 @@ class MonoResampler:
 
     def _append(self, chunk: np.ndarray) -> None:
         end = self._n + chunk.size
-        if self._max is not None and end > self._max:
-            raise TooLong(end / SAMPLE_RATE, declared=False)
+        before = self._windows.emitted if self._windows is not None else 0
+        if self._max is not None and before + end > self._max:
+            raise TooLong((before + end) / SAMPLE_RATE, declared=False)
         if end > self._buf.size:
             grown = max(end, int(self._buf.size * 1.5))
             if self._max is not None:
@@ -160,6 +209,9 @@ class MonoResampler:
             self._buf.resize(max(grown, end), refcheck=False)
         self._buf[self._n:end] = chunk
         self._n = end
+        if self._windows is not None and self._n >= self._windows.size:
+            block, self._n = self._buf[: self._n].copy(), 0
+            self._windows.emit(block)
 
 
 def _check_declared(declared: float | None, max_samples: int | None) -> None:
@@ -167,7 +219,7 @@ def _check_declared(declared: float | None, max_samples: int | None) -> None:
         raise TooLong(declared, declared=True)
 
 
-def decode_soundfile(reader: Reader, max_samples: int | None = None) -> Result | None:
+def decode_soundfile(reader: Reader, max_samples: int | None = None, windows: Windows | None = None) -> Result | None:
     """Decode a lossless PCM container with libsndfile; ``None`` to let FFmpeg try instead."""
     reader.seek(0)
     magic = reader.read(4)
@@ -188,7 +240,7 @@ def decode_soundfile(reader: Reader, max_samples: int | None = None) -> Result |
         frames = snd.frames if 0 < snd.frames < 2**62 else 0
         declared = wav_declared or (frames / snd.samplerate if frames else None)
         _check_declared(declared, max_samples)
-        sink = MonoResampler(max_samples, declared)
+        sink = MonoResampler(max_samples, declared, windows)
         levels = ChannelPower() if snd.channels == 2 else None
         try:
             for block in snd.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
@@ -206,7 +258,7 @@ def decode_soundfile(reader: Reader, max_samples: int | None = None) -> Result |
         return sink.finish(), snd.samplerate, snd.channels, codec, declared, True, power
 
 
-def decode_av(reader: Reader, name: str, max_samples: int | None = None) -> Result:
+def decode_av(reader: Reader, name: str, max_samples: int | None = None, windows: Windows | None = None) -> Result:
     """Decode the first audio stream with FFmpeg, skipping undecodable packets."""
     import av
 
@@ -233,7 +285,7 @@ def decode_av(reader: Reader, name: str, max_samples: int | None = None) -> Resu
         trusted = bool(demuxers & _EXACT_DURATION_DEMUXERS) or ("mp3" in demuxers and has_toc)
         if trusted:  # a bitrate estimate is no reason to refuse; decoding enforces the limit anyway
             _check_declared(declared, max_samples)
-        sink = MonoResampler(max_samples, declared if trusted else None)
+        sink = MonoResampler(max_samples, declared if trusted else None, windows)
         levels: ChannelPower | None = None
         src_rate = src_channels = 0
         good = bad = 0
@@ -257,7 +309,7 @@ def decode_av(reader: Reader, name: str, max_samples: int | None = None) -> Resu
         except av.FFmpegError:  # damaged container: keep what we have and judge the length below
             pass
         samples = sink.finish()
-    if samples.size == 0 and bad:
+    if samples.size == 0 and bad and not (windows and windows.emitted):
         raise AudioError(name, f"corrupt audio data ({bad} undecodable packets, nothing decoded)")
     if bad > good:
         raise AudioError(name, f"corrupt audio data ({bad} of {good + bad} packets undecodable)")

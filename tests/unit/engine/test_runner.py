@@ -210,3 +210,44 @@ def test_a_jobs_output_folder_is_a_root_no_link_below_is_followed(pipeline: Pipe
                                 overwrite=False, max_duration_s=None)
     assert result.outcome == "final" and "symbolic link" in result.error
     assert list((elsewhere / "deep").iterdir()) == []
+
+
+def test_a_recording_longer_than_a_group_is_transcribed_in_windows_with_the_same_result(
+        pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_windows import _meeting
+
+    from scribed.engine import windows
+
+    path = _meeting(tmp_path / "board.wav")
+    (whole,) = runner.run_jobs(pipeline, [_spec(1, path)], overwrite=True, max_duration_s=None)
+    want = path.with_suffix(".txt").read_text()
+    fed: list[int] = []
+    real = windows.WindowFeed.__call__
+
+    def spy(self: windows.WindowFeed, offset: int, block: object, last: bool) -> None:
+        fed.append(offset)
+        real(self, offset, block, last)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(windows.WindowFeed, "__call__", spy)
+    monkeypatch.setattr(runner, "MAX_GROUP_SECONDS", 20.0)
+    monkeypatch.setattr(runner, "WINDOW_S", 12.0)
+    progress: list[tuple[int, int, int]] = []
+    (result,) = runner.run_jobs(pipeline, [_spec(2, path)], overwrite=True, max_duration_s=None,
+                                on_progress=lambda *p: progress.append(p))
+    assert whole.outcome == result.outcome == "done" and len(fed) >= 4
+    assert path.with_suffix(".txt").read_text() == want and want.strip()
+    assert result.audio_s == pytest.approx(whole.audio_s) and whole.audio_s > 40 and progress
+
+
+def test_a_windowed_recording_that_fails_its_checks_writes_nothing(
+        pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_windows import _meeting
+
+    path = _meeting(tmp_path / "cut.wav")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])  # the header still promises the whole length
+    monkeypatch.setattr(runner, "MAX_GROUP_SECONDS", 20.0)
+    monkeypatch.setattr(runner, "WINDOW_S", 12.0)
+    (result,) = runner.run_jobs(pipeline, [_spec(1, path)], overwrite=True, max_duration_s=None)
+    assert result.outcome == "final" and "truncated" in result.error
+    assert not path.with_suffix(".txt").exists()
