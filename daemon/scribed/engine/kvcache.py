@@ -45,6 +45,7 @@ class _Store:
         self.keys_t: torch.Tensor | None = None  # [rows, kv_heads, head_dim, capacity]
         self.values: torch.Tensor | None = None  # [rows, kv_heads, capacity, head_dim]
         self.filled = 0  # positions written for at least one row (what a regrowth keeps)
+        self.clean = 0  # positions known to hold keys/values or zeros (what the attention may read)
 
     def write(self, rows: slice, start: int, keys: torch.Tensor,
               values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,18 +58,26 @@ class _Store:
         self.keys_t[rows, :, :, start:end].copy_(keys.transpose(-1, -2))
         self.values[rows, :, start:end].copy_(values)
         self.filled = max(self.filled, end)
+        # The one-token attention reads up to the next multiple of BUCKET (masked to probability
+        # 0, but 0 x an uninitialised NaN is NaN): zero that much ahead, and no more -- pages of
+        # the reserved room that are never reached are never touched, so they cost no memory.
+        ahead = min(self.keys_t.shape[-1], -(-end // BUCKET) * BUCKET)
+        if ahead > self.clean:
+            low = max(end, self.clean)
+            self.keys_t[..., low:ahead].zero_()
+            self.values[:, :, low:ahead].zero_()
+            self.clean = ahead
         return self.keys_t[rows, :, :, :end].transpose(-1, -2), self.values[rows, :, :end]
 
     def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
         heads, dim = keys.shape[1], keys.shape[-1]
-        # zeros, not empty: the one-token attention reads up to a bucket past the filled part
-        # (masked to probability 0, and 0 x uninitialised NaN would still be NaN)
-        keys_t = keys.new_zeros((self.rows, heads, dim, capacity))
-        new_values = values.new_zeros((self.rows, heads, capacity, values.shape[-1]))
+        keys_t = keys.new_empty((self.rows, heads, dim, capacity))
+        new_values = values.new_empty((self.rows, heads, capacity, values.shape[-1]))
         if self.keys_t is not None and self.values is not None and self.filled:
             keys_t[..., : self.filled].copy_(self.keys_t[..., : self.filled])
             new_values[:, :, : self.filled].copy_(self.values[:, :, : self.filled])
         self.keys_t, self.values = keys_t, new_values
+        self.clean = self.filled
 
 
 class PresizedLayer(DynamicLayer):
