@@ -135,9 +135,9 @@ def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = 
     duration = total / SAMPLE_RATE
     if trusted and declared and declared - duration > max(_TRUNCATION_TOLERANCE * declared, _FRAMING_SLACK_S):
         raise AudioError(name, f"truncated: decoded {duration:.2f} s of {declared:.2f} s")
-    if not np.isfinite(samples).all():  # float WAVs can hold NaN/inf, which would poison the model
+    if windows is None and not np.isfinite(samples).all():  # float WAVs can hold NaN/inf (poison for the model)
         np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
-    if windows is not None:
+    if windows is not None:  # Windows.emit replaces NaN/inf in the block it hands over
         try:
             windows.emit(np.ascontiguousarray(samples, dtype=np.float32), last=True)
         except decoders.SinkFailed as exc:
