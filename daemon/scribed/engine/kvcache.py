@@ -7,7 +7,8 @@ Contract:
   rows at a time, then decode all together) whose ``update`` returns views of the filled part,
   shaped ``[rows, kv_heads, length, head_dim]`` like ``DynamicLayer``'s, so any attention
   function can read them. Past the reserved room a layer grows by doubling (a copy, not an
-  error). :func:`presized_cache` is one view over all rows, for ``generate``.
+  error). Every layer's first buffers come from one allocation per batch (:class:`_Slab`).
+  :func:`presized_cache` is one view over all rows, for ``generate``.
 - :data:`ATTENTION` names an attention implementation registered with transformers
   (:func:`register`): for a single query token it computes grouped-query attention with two
   batched matrix products over those views (keys stored transposed, so neither product copies);
@@ -39,9 +40,10 @@ BUCKET = 32  # positions: the one-token attention's key length is rounded up to 
 class _Store:
     """One decoder layer's keys (stored transposed) and values for every row of a batch."""
 
-    def __init__(self, rows: int, new_tokens: int) -> None:
+    def __init__(self, rows: int, new_tokens: int, slab: _Slab | None = None) -> None:
         self.rows = rows
         self.new_tokens = max(1, new_tokens)
+        self.slab = slab
         self.keys_t: torch.Tensor | None = None  # [rows, kv_heads, head_dim, capacity]
         self.values: torch.Tensor | None = None  # [rows, kv_heads, capacity, head_dim]
         self.filled = 0  # positions written for at least one row (what a regrowth keeps)
@@ -50,7 +52,9 @@ class _Store:
     def write(self, rows: slice, start: int, keys: torch.Tensor,
               values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = start + keys.shape[-2]
-        if self.keys_t is None:
+        if self.keys_t is None and self.slab is not None:
+            self.keys_t, self.values = self.slab.take(self.rows, keys, values, end + self.new_tokens)
+        elif self.keys_t is None:
             self._allocate(keys, values, end + self.new_tokens)
         elif end > self.keys_t.shape[-1]:
             self._allocate(keys, values, max(end, 2 * self.keys_t.shape[-1]))
@@ -78,6 +82,41 @@ class _Store:
             new_values[:, :, : self.filled].copy_(self.values[:, :, : self.filled])
         self.keys_t, self.values = keys_t, new_values
         self.clean = self.filled
+
+
+class _Slab:
+    """Every layer's first keys/values of one batch, carved from one allocation.
+
+    Why: one tensor per layer (56 of ~8 MB at 8 rows of 30 s) sits below glibc's mmap threshold
+    once that has risen (it follows the largest block freed, up to 32 MB), so each batch's cache
+    went into the heap, in sizes that change with the batch, between long-lived small blocks:
+    the heap fragmented and the worker's peak memory crept up with its history. One block of
+    hundreds of MB is always mapped on its own and returned to the system when the batch ends;
+    its pages are only touched (and resident) as positions are written.
+    """
+
+    def __init__(self, layers: int) -> None:
+        self.layers = layers
+        self.buffer: torch.Tensor | None = None
+        self.shape: tuple[Any, ...] = ()
+        self.handed = 0  # layers given their part so far
+
+    def take(self, rows: int, keys: torch.Tensor, values: torch.Tensor,
+             capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next layer's (keys transposed, values) buffers for ``rows`` rows, shaped as
+        :meth:`_Store._allocate` makes them. The first call sizes the slab for every layer from its
+        own shapes; a layer with other shapes or past the count gets buffers of its own."""
+        heads, dim, vdim = keys.shape[1], keys.shape[-1], values.shape[-1]
+        shape = (rows, heads, dim, vdim, capacity, keys.dtype, keys.device)
+        if self.buffer is None:
+            self.shape = shape
+            self.buffer = keys.new_empty((self.layers, rows * heads * capacity * (dim + vdim)))
+        if self.handed >= self.layers or shape != self.shape:
+            return keys.new_empty((rows, heads, dim, capacity)), values.new_empty((rows, heads, capacity, vdim))
+        flat = self.buffer[self.handed]
+        self.handed += 1
+        split = rows * heads * dim * capacity
+        return flat[:split].view(rows, heads, dim, capacity), flat[split:].view(rows, heads, capacity, vdim)
 
 
 class PresizedLayer(DynamicLayer):
@@ -131,7 +170,8 @@ class BatchCache:
 
     def __init__(self, num_layers: int, rows: int, new_tokens: int) -> None:
         self.rows = rows
-        self.stores = [_Store(rows, new_tokens) for _ in range(num_layers)]
+        slab = _Slab(num_layers)
+        self.stores = [_Store(rows, new_tokens, slab) for _ in range(num_layers)]
 
     def view(self, start: int = 0, stop: int | None = None, *, length: int = 0) -> Cache:
         """A cache over rows ``start:stop`` whose first ``length`` positions are already filled."""

@@ -43,6 +43,30 @@ def test_rows_filled_apart_then_decoded_together_equal_a_growing_cache() -> None
     assert step.get_seq_length() == 9
 
 
+def test_every_layer_of_a_batch_shares_one_allocation_and_keeps_its_own_positions() -> None:
+    layers, rows = 3, 2
+    cache = BatchCache(num_layers=layers, rows=rows, new_tokens=3)
+    references = [DynamicLayer() for _ in range(layers)]
+    for row in range(rows):  # prefill one row at a time, every layer
+        view = cache.view(row, row + 1)
+        for n in range(layers):
+            k, v = _kv(1, 4, seed=100 * n + row)
+            view.layers[n].update(k, v)
+    for n in range(layers):
+        k = torch.cat([_kv(1, 4, seed=100 * n + row)[0] for row in range(rows)])
+        v = torch.cat([_kv(1, 4, seed=100 * n + row)[1] for row in range(rows)])
+        references[n].update(k, v)
+    step = cache.view(length=4)
+    for i in range(3):
+        for n in range(layers):
+            k, v = _kv(rows, 1, seed=1000 + 10 * i + n)
+            got, want = step.layers[n].update(k, v), references[n].update(k, v)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    # one block for all layers' keys and values: it is mapped apart from the heap and freed whole
+    storages = {t.untyped_storage().data_ptr() for store in cache.stores for t in (store.keys_t, store.values)}
+    assert len(storages) == 1
+
+
 def test_going_past_the_reserved_room_grows_and_keeps_what_was_written() -> None:
     layer = presized_cache(num_layers=1, rows=2, new_tokens=1).layers[0]
     reference = DynamicLayer()
