@@ -1,0 +1,90 @@
+"""Tests for scribed.engine.prepack: oneDNN pre-packed bf16 linear weights, same results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures.tinymodel import _speechlike
+from scribed.engine import prepack
+from scribed.engine.qwen3 import AsrEngine
+from scribed.engine.types import ChunkRequest
+
+pytestmark = pytest.mark.skipif(not prepack.available(), reason="this torch build lacks oneDNN's packed linear")
+
+
+def _engine(path: Path, packed: bool) -> AsrEngine:
+    engine = AsrEngine(path, device="cpu", dtype="bfloat16", name="tiny")
+    engine.prepack = packed
+    engine.load()
+    return engine
+
+
+def test_a_packed_bf16_model_gives_bit_identical_logits_and_transcripts(tiny_model: Path) -> None:
+    plain, packed = _engine(tiny_model, False), _engine(tiny_model, True)
+    assert plain.packed.layers == 0 and packed.packed.layers > 0
+    linears = [m for m in packed.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert sum(hasattr(m, "packed_weight") for m in linears) == packed.packed.layers
+    assert all("weight" not in dict(m.named_parameters(recurse=False)) for m in linears if hasattr(m, "packed_weight"))
+    audio = [_speechlike(np.random.default_rng(seed), 2.0 + seed) for seed in range(3)]
+    inputs = plain.processor.apply_transcription_request(audio, language=None)
+    inputs["input_features"] = inputs["input_features"].to(torch.bfloat16)
+    with torch.inference_mode():
+        want = plain.model(**inputs).logits
+        got = packed.model(**inputs).logits
+    assert torch.equal(got, want)
+    requests = [ChunkRequest(a, 30) for a in audio]
+    assert [(r.text, r.tokens) for r in packed.run(requests, 3)] == [(r.text, r.tokens) for r in plain.run(requests, 3)]
+
+
+def test_float32_tied_and_non_linear_weights_are_left_alone() -> None:
+    model = torch.nn.Module()
+    model.f32 = torch.nn.Linear(16, 8)
+    model.embed = torch.nn.Embedding(10, 16).to(torch.bfloat16)
+    model.head = torch.nn.Linear(16, 10, bias=False).to(torch.bfloat16)
+    model.head.weight = model.embed.weight  # tied, as Qwen3-ASR's lm_head
+    model.own = torch.nn.Linear(16, 12).to(torch.bfloat16)
+    x = torch.randn(3, 16).to(torch.bfloat16)
+    want = model.own(x)
+    done = prepack.pack_linears(model)
+    assert done.layers == 1 and done.weight_bytes == 12 * 16 * 2
+    assert isinstance(model.f32.weight, torch.nn.Parameter) and model.head.weight is model.embed.weight
+    assert not hasattr(model.own, "weight") or model.own.weight is None
+    assert torch.equal(model.own(x), want)
+
+
+def test_a_packed_weight_that_differs_is_refused_by_the_probe() -> None:
+    weight = torch.randn(8, 16).to(torch.bfloat16)
+    assert prepack._identical(weight, torch.ops.mkldnn._reorder_linear_weight(weight, 1), None)
+    other = torch.ops.mkldnn._reorder_linear_weight(weight + 1, 1)
+    assert not prepack._identical(weight, other, None)
+
+
+def _file_rss_kb(path: Path) -> int:
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0] and len(line.split()) >= 5 and line[0] in "0123456789abcdef":
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_a_weight_in_a_file_mapping_gives_its_pages_back(tmp_path: Path) -> None:
+    rows, cols = 1024, 2048  # 4 MiB of bf16, like a checkpoint tensor mapped by safetensors
+    path = tmp_path / "weights.bin"
+    values = torch.randn(rows, cols).to(torch.bfloat16)
+    values.view(torch.int16).numpy().tofile(path)
+    mapped = torch.from_file(str(path), shared=False, size=rows * cols, dtype=torch.bfloat16).view(rows, cols)
+    layer = torch.nn.Linear(cols, rows, bias=False).to(torch.bfloat16)
+    layer.weight = torch.nn.Parameter(mapped, requires_grad=False)
+    x = torch.randn(2, cols).to(torch.bfloat16)
+    want = layer(x)  # reads every page of the mapping
+    assert _file_rss_kb(path) >= 4000
+    done = prepack.pack_linears(layer)
+    assert done.layers == 1 and done.released_bytes >= rows * cols * 2 - 8192
+    assert _file_rss_kb(path) <= 8  # at most the partial pages at either end
+    assert torch.equal(layer(x), want)
