@@ -40,7 +40,7 @@ BUCKET = 32  # positions: the one-token attention's key length is rounded up to 
 class _Store:
     """One decoder layer's keys (stored transposed) and values for every row of a batch."""
 
-    def __init__(self, rows: int, new_tokens: int, slab: _Slab | None = None) -> None:
+    def __init__(self, rows: int, new_tokens: int, slab: _Slab) -> None:
         self.rows = rows
         self.new_tokens = max(1, new_tokens)
         self.slab = slab
@@ -52,10 +52,8 @@ class _Store:
     def write(self, rows: slice, start: int, keys: torch.Tensor,
               values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = start + keys.shape[-2]
-        if self.keys_t is None and self.slab is not None:
+        if self.keys_t is None:
             self.keys_t, self.values = self.slab.take(self.rows, keys, values, end + self.new_tokens)
-        elif self.keys_t is None:
-            self._allocate(keys, values, end + self.new_tokens)
         elif end > self.keys_t.shape[-1]:
             self._allocate(keys, values, max(end, 2 * self.keys_t.shape[-1]))
         assert self.keys_t is not None and self.values is not None

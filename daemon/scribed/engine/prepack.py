@@ -24,7 +24,6 @@ results differ in the last bits, so float32 models are left alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import types
 from dataclasses import dataclass
@@ -141,10 +140,12 @@ def _release(tensor: torch.Tensor, files: list[tuple[int, int]]) -> int:
 
 
 def _load_libc() -> Any:
+    # the process's own symbols, as system.harden does: find_library would probe ldconfig through
+    # a subprocess, which the worker's process guard refuses
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         return libc if hasattr(libc, "madvise") else None
-    except OSError:  # pragma: no cover - not glibc
+    except OSError:  # pragma: no cover - not Linux
         return None
 
 
