@@ -24,6 +24,7 @@ results differ in the last bits, so float32 models are left alone.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import types
 from dataclasses import dataclass
@@ -43,11 +44,19 @@ class Packed:
     released_bytes: int = 0
 
 
+@functools.cache
 def available() -> bool:
-    """True when this torch build has oneDNN's packed linear operators."""
+    """True when this torch build has oneDNN's packed linear operators and this CPU runs them
+    in bfloat16 (probed once with a tiny weight)."""
     ops = getattr(torch.ops, "mkldnn", None)
-    return bool(torch.backends.mkldnn.is_available() and ops is not None
-                and hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise"))
+    if not (torch.backends.mkldnn.is_available() and ops is not None
+            and hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):
+        return False
+    weight = torch.zeros(8, 16, dtype=torch.bfloat16)
+    try:  # oneDNN refuses bf16 on CPUs without the instructions (e.g. AVX2-only Zen 3)
+        return _identical(weight, ops._reorder_linear_weight(weight, 1), None)
+    except RuntimeError:
+        return False
 
 
 def pack_linears(model: torch.nn.Module, *, rows_hint: int = 1) -> Packed:

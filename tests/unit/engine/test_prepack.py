@@ -13,7 +13,8 @@ from scribed.engine import prepack
 from scribed.engine.qwen3 import AsrEngine
 from scribed.engine.types import ChunkRequest
 
-pytestmark = pytest.mark.skipif(not prepack.available(), reason="this torch build lacks oneDNN's packed linear")
+packs = pytest.mark.skipif(not prepack.available(), reason="this torch build or CPU has no oneDNN bf16 packed "
+                           "linear (it needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT)")
 
 
 def _engine(path: Path, packed: bool) -> AsrEngine:
@@ -23,6 +24,7 @@ def _engine(path: Path, packed: bool) -> AsrEngine:
     return engine
 
 
+@packs
 def test_a_packed_bf16_model_gives_bit_identical_logits_and_transcripts(tiny_model: Path) -> None:
     plain, packed = _engine(tiny_model, False), _engine(tiny_model, True)
     assert plain.packed.layers == 0 and packed.packed.layers > 0
@@ -40,6 +42,7 @@ def test_a_packed_bf16_model_gives_bit_identical_logits_and_transcripts(tiny_mod
     assert [(r.text, r.tokens) for r in packed.run(requests, 3)] == [(r.text, r.tokens) for r in plain.run(requests, 3)]
 
 
+@packs
 def test_float32_tied_and_non_linear_weights_are_left_alone() -> None:
     model = torch.nn.Module()
     model.f32 = torch.nn.Linear(16, 8)
@@ -56,6 +59,7 @@ def test_float32_tied_and_non_linear_weights_are_left_alone() -> None:
     assert torch.equal(model.own(x), want)
 
 
+@packs
 def test_a_packed_weight_that_differs_is_refused_by_the_probe() -> None:
     weight = torch.randn(8, 16).to(torch.bfloat16)
     assert prepack._identical(weight, torch.ops.mkldnn._reorder_linear_weight(weight, 1), None)
@@ -73,6 +77,7 @@ def _file_rss_kb(path: Path) -> int:
     return total
 
 
+@packs
 def test_a_weight_in_a_file_mapping_gives_its_pages_back(tmp_path: Path) -> None:
     rows, cols = 1024, 2048  # 4 MiB of bf16, like a checkpoint tensor mapped by safetensors
     path = tmp_path / "weights.bin"
@@ -88,3 +93,23 @@ def test_a_weight_in_a_file_mapping_gives_its_pages_back(tmp_path: Path) -> None
     assert done.layers == 1 and done.released_bytes >= rows * cols * 2 - 8192
     assert _file_rss_kb(path) <= 8  # at most the partial pages at either end
     assert torch.equal(layer(x), want)
+
+
+def test_a_cpu_whose_onednn_refuses_bf16_gets_an_unpacked_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    # AVX2-only CPUs (e.g. Zen 3): the reorder raises "bf16 path needs the cpu support ...";
+    # loading must go on with the plain weights rather than fail
+    def refuse(weight: torch.Tensor, rows: int) -> torch.Tensor:
+        raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx_ne_convert")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", refuse)
+    prepack.available.cache_clear()
+    try:
+        assert not prepack.available()
+        model = torch.nn.Sequential(torch.nn.Linear(16, 12).to(torch.bfloat16))
+        x = torch.randn(3, 16).to(torch.bfloat16)
+        want = model(x)
+        assert prepack.pack_linears(model) == prepack.Packed()
+        assert isinstance(model[0].weight, torch.nn.Parameter) and torch.equal(model(x), want)
+    finally:
+        monkeypatch.undo()
+        prepack.available.cache_clear()
