@@ -4,6 +4,7 @@ trained tiny Qwen3-ASR model in a spawned worker, real SQLite. Waits are bounded
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -275,9 +276,14 @@ def test_odd_names_and_a_moved_recording_keep_their_transcripts(env: Env) -> Non
     os.rename(env.inbox / f"{odd}.wav", env.inbox / "2024" / "renamed.wav")
     wait_for(lambda: (env.inbox / "2024" / "renamed.txt").exists(), what="transcript followed the recording")
     assert not (env.inbox / f"{odd}.txt").exists()
-    with env.db() as db:
-        rows = db.execute("SELECT path, state, attempts FROM jobs").fetchall()
-    assert [(Path(p).name, s, a) for p, s, a in rows] == [("renamed.wav", "done", 1)]  # not transcribed again
+
+    def rows() -> list[tuple[str, str, int]]:
+        with contextlib.closing(env.db()) as db:
+            return [(Path(p).name, s, a) for p, s, a in db.execute("SELECT path, state, attempts FROM jobs")]
+
+    # the transcript is moved first and the journal records it just after: wait for both
+    wait_for(lambda: rows() == [("renamed.wav", "done", 1)], timeout=30, what="the journal to record the move")
+    assert rows() == [("renamed.wav", "done", 1)]  # not transcribed again
     assert env.log().count("transcribing ") == 1
     status = env.run("status")
     assert status.returncode == 0 and "1 done" in status.stdout
