@@ -1,7 +1,9 @@
 """The model: Qwen3-ASR through transformers' native classes (the ``transformers`` backend).
 
-Only this module and :mod:`scribed.engine.checkpoints` import torch/transformers in production
-code (:mod:`scribed.tools.bench` is the other, outside the engine contract).
+Only this module, :mod:`scribed.engine.checkpoints` and the model parts this module uses
+(:mod:`~scribed.engine.kvcache`, :mod:`~scribed.engine.greedy`, :mod:`~scribed.engine.prepack`,
+:mod:`~scribed.engine.encoder`, the aligner) import torch/transformers in production code
+(:mod:`scribed.tools.bench` is the other, outside the engine contract).
 
 Contract:
 - :class:`AsrEngine` loads a checkpoint from a local folder (never the network: ``HF_HUB_OFFLINE``
@@ -20,6 +22,8 @@ Contract:
   (:mod:`scribed.engine.cpushare`), rechecked between model calls.
 - Background behaviour: before torch loads, :mod:`scribed.engine.threadenv` bounds how long
   OpenMP threads spin while they wait (spinning threads collapse under a competing process).
+- The audio encoder's convolutional front end runs a few 1 s windows at a time
+  (:mod:`scribed.engine.encoder`: bit-identical output, a smaller peak).
 - Weights load straight in the target dtype (no full-size float32 copy on the way); checkpoints
   stored in that dtype load without any conversion.
 """
@@ -50,7 +54,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from scribed.engine import budget, greedy, kvcache, prepack
+from scribed.engine import budget, encoder, greedy, kvcache, prepack
 from scribed.engine.cpushare import CoreShare
 from scribed.engine.types import ChunkRequest, ChunkResult
 from scribed.errors import ModelError
@@ -148,6 +152,7 @@ class AsrEngine:
         self.memory_budget_bytes: int | None = None  # None: automatic (rows_for); the bench sets one
         # bf16 linear weights packed for oneDNN at load (engine.prepack: same results, faster)
         self.prepack = True
+        self.slice_encoder = True  # engine.encoder: the convolutions in slices of windows
         self.packed = prepack.Packed()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -189,6 +194,11 @@ class AsrEngine:
         kvcache.register()
         self.model.set_attn_implementation({"text_config": kvcache.ATTENTION})
         self.greedy_loop = greedy.supports(self.model.generation_config)
+        # the audio encoder's convolutions a few windows at a time: same output, a quarter of
+        # the largest transient of a call (engine.encoder)
+        if self.slice_encoder:
+            encoder.slice_front_end(self.model, encoder.CUDA_WINDOWS if self.device.type == "cuda"
+                                    else encoder.CPU_WINDOWS)
         if self.device.type == "cpu" and self.prepack:
             self.packed = prepack.pack_linears(self.model)
             logger.debug("{} linear weights pre-packed for oneDNN ({:.2f} GB; {:.2f} GB of file pages released)",

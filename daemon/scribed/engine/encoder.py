@@ -1,0 +1,128 @@
+"""Qwen3-ASR's audio encoder with its convolutional front end run a few windows at a time.
+
+Contract:
+- :func:`slice_front_end` makes ``model``'s audio encoder (a transformers ``Qwen3ASREncoder``)
+  run its three convolutions (and their GELUs) on at most ``windows`` of its 100-frame windows
+  at a time (never on a single window when there are more: oneDNN picks another float32
+  kernel for a batch of one), writing each slice's result into one output, and otherwise do
+  exactly what the stock ``forward`` does (same cu_seqlens, positional embedding, packing,
+  layers, final norm). Windows never depend on each other, so the output is the stock one bit
+  for bit as long as the convolution kernels give the same bits for a slice as for the whole
+  batch: a probe checks that once at patch time (random windows, whole vs sliced) and nothing
+  is patched when it fails; tests compare whole models. It returns whether it patched:
+  False, changing nothing, also for a model without that encoder.
+- Only the encoder's last hidden state is returned (no recorded hidden states or attentions:
+  nothing in scribed asks for them).
+
+Why: the stock forward runs the first convolution on every window of the chunk at once; for a
+30 s chunk that is one [30, 480, 64, 50] activation (184 MB in float32) plus its GELU's copy,
+the largest transient of a whole model call -- larger than one row's key/value cache. Eight
+windows at a time hold a quarter of it (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen3_asr import modeling_qwen3_asr as stock
+
+#: 100-frame windows (1 s of audio each) through the convolutions at a time: on a CPU (one
+#: prompt row per call) and on a GPU (every row of the batch at once: wider slices keep the
+#: kernels large there).
+CPU_WINDOWS = 8
+CUDA_WINDOWS = 64
+
+
+def slice_front_end(model: Any, windows: int = CPU_WINDOWS) -> bool:
+    """Patch ``model``'s audio encoder in place (see the module contract); True when done."""
+    tower = _tower(model)
+    if tower is None or not all(hasattr(tower, name) for name in ("conv2d1", "conv2d2", "conv2d3", "conv_out")):
+        return False
+    step = max(2, int(windows))
+    if not _same_bits(tower, step):
+        return False
+    tower.scribed_windows = step
+    tower.forward = types.MethodType(_forward, tower)
+    return True
+
+
+def _tower(model: Any) -> Any:
+    for name in ("audio_tower", "model"):
+        inner = getattr(model, name, None)
+        if isinstance(inner, stock.Qwen3ASREncoder):
+            return inner
+        if inner is not None and isinstance(getattr(inner, "audio_tower", None), stock.Qwen3ASREncoder):
+            return inner.audio_tower
+    return None
+
+
+def _slices(total: int, step: int) -> list[slice]:
+    """``[0, total)`` in slices of ``step``; a last slice of one window joins the one before."""
+    starts = list(range(0, total, step))
+    if len(starts) > 1 and total - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], total], strict=True)]
+
+
+def _stack(tower: Any, x: torch.Tensor) -> torch.Tensor:
+    x = F.gelu(tower.conv2d1(x))
+    x = F.gelu(tower.conv2d2(x))
+    return F.gelu(tower.conv2d3(x))
+
+
+def _front_end(tower: Any, chunked: torch.Tensor) -> torch.Tensor:
+    """The convolutions + GELUs on ``chunked`` ([windows, 1, mel, frames]) slice by slice, into one tensor."""
+    out: torch.Tensor | None = None
+    for part in _slices(chunked.shape[0], tower.scribed_windows):
+        done = _stack(tower, chunked[part])
+        if out is None:
+            out = done.new_empty((chunked.shape[0], *done.shape[1:]))
+        out[part] = done
+        del done
+    assert out is not None
+    return out
+
+
+def _same_bits(tower: Any, step: int) -> bool:
+    """Whether slices of ``step`` and of 2 windows give the whole batch's bits (random probe windows)."""
+    weight = tower.conv2d1.weight
+    g = torch.Generator().manual_seed(0)
+    probe = torch.randn((step + 2, 1, tower.config.num_mel_bins, 2 * tower.n_window), generator=g)
+    probe = probe.to(device=weight.device, dtype=weight.dtype)
+    with torch.inference_mode():
+        whole = _stack(tower, probe)
+        return all(torch.equal(_stack(tower, probe[part]), whole[part]) for part in (slice(0, step), slice(step, None)))
+
+
+def _forward(self: Any, input_features: torch.Tensor, input_features_mask: torch.Tensor,
+             **kwargs: Any) -> BaseModelOutputWithPooling:
+    # transformers' Qwen3ASREncoder.forward (5.x), with the convolutions in slices
+    batch_size, num_mel_bins, padded_feature_length = input_features.shape
+    chunk_len = self.n_window * 2
+    if padded_feature_length % chunk_len != 0:
+        raise ValueError(f"Qwen3ASREncoder expects `padded_feature_length` to be a multiple of "
+                         f"`n_window * 2` ({chunk_len}), but got {padded_feature_length}.")
+    num_chunks = padded_feature_length // chunk_len
+    feature_lens = input_features_mask.sum(-1).to(torch.long)
+    chunk_lengths = input_features_mask.view(batch_size, num_chunks, chunk_len).sum(dim=-1).reshape(-1).to(torch.long)
+    cu_seqlens = stock.get_audio_cu_seqlens(chunk_lengths, feature_lens, self.n_window_infer, self.n_window,
+                                            kwargs=kwargs)
+    max_seqlen = stock.get_max_seqlen(cu_seqlens, self.config, kwargs=kwargs)
+    chunked = (input_features.view(batch_size, num_mel_bins, num_chunks, chunk_len).permute(0, 2, 1, 3)
+               .reshape(batch_size * num_chunks, 1, num_mel_bins, chunk_len))
+    conv_out = _front_end(self, chunked)
+    total_chunks, conv_channels, freq_bins, time_steps = conv_out.size()
+    conv_out = self.conv_out(
+        conv_out.permute(0, 3, 1, 2).contiguous().view(total_chunks, time_steps, conv_channels * freq_bins))
+    conv_out += self.positional_embedding.positional_embedding[:time_steps].to(conv_out.dtype)
+    chunk_post_cnn_lens = self._post_cnn_length(chunk_lengths)
+    valid_mask = torch.arange(time_steps, device=input_features.device) < chunk_post_cnn_lens.unsqueeze(1)
+    valid_indices = valid_mask.flatten().nonzero().squeeze(-1)
+    hidden_states = torch.index_select(conv_out.reshape(-1, conv_out.shape[-1]), 0, valid_indices)
+    for encoder_layer in self.layers:
+        hidden_states = encoder_layer(hidden_states, cu_seqlens, max_seqlen=max_seqlen, **kwargs)[0]
+    return BaseModelOutputWithPooling(last_hidden_state=self.ln_post(hidden_states))
