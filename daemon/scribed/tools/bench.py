@@ -77,7 +77,7 @@ FULL = Durations(memo=60.0, long=600.0, backlog=300.0, backlog_count=6, lengths=
                  backlogs=(1, 8, 32), backlog_each=60.0, step_batches=(1, 4, 8, 16))
 # CI on 2 cores: a few minutes in all (the memo runs three times: batched, batch 1, contended);
 # 40 s is two chunks of the shared clips, the least that batching can change. Memory rows of 1
-# and 5 minutes: a 10-minute row alone took ~20 min on an AVX2-only host in float32 (full runs
+# and 5 minutes: a 10-minute row alone took 14 min on an AVX2-only host in float32 (full runs
 # and SCRIBED_BENCH_MEMORY cover 10 to 120 minutes).
 QUICK = Durations(memo=40.0, long=60.0, backlog=15.0, backlog_count=2, lengths=(60.0, 300.0), backlogs=(1, 8),
                   backlog_each=15.0, step_batches=(1, 16))
