@@ -282,7 +282,7 @@ def test_odd_names_and_a_moved_recording_keep_their_transcripts(env: Env) -> Non
             return [(Path(p).name, s, a) for p, s, a in db.execute("SELECT path, state, attempts FROM jobs")]
 
     # the transcript is moved first and the journal records it just after: wait for both
-    wait_for(lambda: rows() == [("renamed.wav", "done", 1)], timeout=30, what="the journal to record the move")
+    wait_for(lambda: rows() == [("renamed.wav", "done", 1)], what="the journal to record the move")
     assert rows() == [("renamed.wav", "done", 1)]  # not transcribed again
     assert env.log().count("transcribing ") == 1
     status = env.run("status")

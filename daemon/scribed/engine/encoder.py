@@ -51,13 +51,7 @@ def slice_front_end(model: Any, windows: int = CPU_WINDOWS) -> bool:
 
 
 def _tower(model: Any) -> Any:
-    for name in ("audio_tower", "model"):
-        inner = getattr(model, name, None)
-        if isinstance(inner, stock.Qwen3ASREncoder):
-            return inner
-        if inner is not None and isinstance(getattr(inner, "audio_tower", None), stock.Qwen3ASREncoder):
-            return inner.audio_tower
-    return None
+    return next((m for m in model.modules() if isinstance(m, stock.Qwen3ASREncoder)), None)
 
 
 def _slices(total: int, step: int) -> list[slice]:
@@ -82,7 +76,6 @@ def _front_end(tower: Any, chunked: torch.Tensor) -> torch.Tensor:
         if out is None:
             out = done.new_empty((chunked.shape[0], *done.shape[1:]))
         out[part] = done
-        del done
     assert out is not None
     return out
 

@@ -197,8 +197,9 @@ class AsrEngine:
         # the audio encoder's convolutions a few windows at a time: same output, a quarter of
         # the largest transient of a call (engine.encoder)
         if self.slice_encoder:
-            encoder.slice_front_end(self.model, encoder.CUDA_WINDOWS if self.device.type == "cuda"
-                                    else encoder.CPU_WINDOWS)
+            windows = encoder.CUDA_WINDOWS if self.device.type == "cuda" else encoder.CPU_WINDOWS
+            if not encoder.slice_front_end(self.model, windows):
+                logger.debug("audio encoder left stock (not the known encoder, or slices gave other bits)")
         if self.device.type == "cpu" and self.prepack:
             self.packed = prepack.pack_linears(self.model)
             logger.debug("{} linear weights pre-packed for oneDNN ({:.2f} GB; {:.2f} GB of file pages released)",

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import Qwen3ASRForConditionalGeneration
 
 from fixtures.tinymodel import _speechlike
 from scribed.engine import encoder
@@ -28,7 +27,7 @@ def test_the_sliced_encoder_gives_the_stock_output_bit_for_bit(tiny_model: Path,
     engine.slice_encoder = False
     engine.load()
     tower = engine.model.model.audio_tower
-    # two rows of different lengths (padding), one longer than a 30-window slice would hold
+    # two rows of different lengths (padding), more windows than most slices tried below
     inputs = _inputs(engine, (11.3, 4.2))
     features, mask = inputs["input_features"], inputs["input_features_mask"]
     with torch.inference_mode():
@@ -106,4 +105,3 @@ def test_a_model_without_that_encoder_is_left_alone() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     assert encoder.slice_front_end(model) is False
     assert not hasattr(model, "scribed_windows")
-    assert isinstance(Qwen3ASRForConditionalGeneration, type)  # the class the patch is for still exists
