@@ -150,10 +150,12 @@ class AsrEngine:
         self.core_share: CoreShare | None = CoreShare(cpu_threads()) if self.device.type == "cpu" else None
         self.threads_used: set[int] = set()
         self.memory_budget_bytes: int | None = None  # None: automatic (rows_for); the bench sets one
-        # bf16 linear weights packed for oneDNN at load (engine.prepack: same results, faster)
+        # CPU linear layers run by oneDNN (engine.prepack): bf16 weights packed at load (same
+        # bits, faster), float32 ones as they are (last-bit differences from MKL, faster)
         self.prepack = True
         self.slice_encoder = True  # engine.encoder: the convolutions in slices of windows
         self.packed = prepack.Packed()
+        self.routed_float32 = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -204,6 +206,9 @@ class AsrEngine:
             self.packed = prepack.pack_linears(self.model)
             logger.debug("{} linear weights pre-packed for oneDNN ({:.2f} GB; {:.2f} GB of file pages released)",
                          self.packed.layers, self.packed.weight_bytes / 1e9, self.packed.released_bytes / 1e9)
+            self.routed_float32 = prepack.route_float32(self.model)
+            if self.routed_float32:
+                logger.debug("{} float32 linear layers run by oneDNN", self.routed_float32)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.load_seconds = time.perf_counter() - start

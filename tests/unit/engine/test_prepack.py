@@ -113,3 +113,54 @@ def test_a_cpu_whose_onednn_refuses_bf16_gets_an_unpacked_model(monkeypatch: pyt
     finally:
         monkeypatch.undo()
         prepack.available.cache_clear()
+
+
+routes = pytest.mark.skipif(not prepack.float32_available(), reason="this torch build has no oneDNN float32 linear")
+
+
+def _f32_engine(path: Path, routed: bool) -> AsrEngine:
+    engine = AsrEngine(path, device="cpu", dtype="float32", name="tiny")
+    engine.prepack = routed
+    engine.load()
+    return engine
+
+
+@routes
+def test_a_float32_model_run_by_onednn_gives_the_same_transcripts(tiny_model: Path) -> None:
+    plain, routed = _f32_engine(tiny_model, False), _f32_engine(tiny_model, True)
+    linears = [m for m in routed.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert plain.routed_float32 == 0 and routed.routed_float32 == len(linears) > 0
+    # nothing copied: every weight (the tied output layer too) is still the checkpoint's tensor
+    assert routed.model.get_output_embeddings().weight is routed.model.get_input_embeddings().weight
+    assert all(isinstance(m.weight, torch.nn.Parameter) for m in linears)
+    audio = [_speechlike(np.random.default_rng(seed), 2.0 + seed) for seed in range(3)]
+    inputs = plain.processor.apply_transcription_request(audio, language=None)
+    with torch.inference_mode():
+        want = plain.model(**inputs).logits
+        got = routed.model(**inputs).logits
+    # the logits may differ in the last bits (another summation order), never more
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    requests = [ChunkRequest(a, 30) for a in audio]
+    assert [(r.text, r.tokens) for r in routed.run(requests, 3)] == [(r.text, r.tokens) for r in plain.run(requests, 3)]
+
+
+@routes
+def test_bfloat16_weights_are_not_routed_and_an_onednn_product_that_differs_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(16, 12), torch.nn.Linear(12, 4).to(torch.bfloat16))
+    assert prepack.route_float32(model) == 1
+    assert "forward" in model[0].__dict__ and "forward" not in model[1].__dict__
+    real = torch.ops.mkldnn._linear_pointwise
+
+    def off(*args: object) -> torch.Tensor:
+        return real(*args) * 1.001  # a 0.1 % error: far beyond float32 rounding
+
+    other = torch.nn.Linear(16, 12)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", off)
+    prepack.float32_available.cache_clear()
+    try:
+        assert prepack.route_float32(other) == 0
+        assert "forward" not in other.__dict__
+    finally:
+        monkeypatch.undo()
+        prepack.float32_available.cache_clear()
