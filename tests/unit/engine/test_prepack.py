@@ -17,8 +17,8 @@ packs = pytest.mark.skipif(not prepack.available(), reason="this torch build or 
                            "linear (it needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT)")
 
 
-def _engine(path: Path, packed: bool) -> AsrEngine:
-    engine = AsrEngine(path, device="cpu", dtype="bfloat16", name="tiny")
+def _engine(path: Path, packed: bool, dtype: str = "bfloat16") -> AsrEngine:
+    engine = AsrEngine(path, device="cpu", dtype=dtype, name="tiny")
     engine.prepack = packed
     engine.load()
     return engine
@@ -118,16 +118,9 @@ def test_a_cpu_whose_onednn_refuses_bf16_gets_an_unpacked_model(monkeypatch: pyt
 routes = pytest.mark.skipif(not prepack.float32_available(), reason="this torch build has no oneDNN float32 linear")
 
 
-def _f32_engine(path: Path, routed: bool) -> AsrEngine:
-    engine = AsrEngine(path, device="cpu", dtype="float32", name="tiny")
-    engine.prepack = routed
-    engine.load()
-    return engine
-
-
 @routes
 def test_a_float32_model_run_by_onednn_gives_the_same_transcripts(tiny_model: Path) -> None:
-    plain, routed = _f32_engine(tiny_model, False), _f32_engine(tiny_model, True)
+    plain, routed = _engine(tiny_model, False, "float32"), _engine(tiny_model, True, "float32")
     linears = [m for m in routed.model.modules() if isinstance(m, torch.nn.Linear)]
     assert plain.routed_float32 == 0 and routed.routed_float32 == len(linears) > 0
     # nothing copied: every weight (the tied output layer too) is still the checkpoint's tensor
