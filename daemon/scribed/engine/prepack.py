@@ -89,12 +89,7 @@ def route_float32(model: torch.nn.Module) -> int:
         return 0
     verified: dict[tuple[int, int], bool] = {}
     routed = 0
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(module, torch.nn.Linear) or not isinstance(weight, torch.Tensor):
-            continue
-        if weight.dtype != torch.float32 or weight.device.type != "cpu" or weight.dim() != 2:
-            continue
+    for module, weight in _cpu_linears(model, torch.float32):
         shape = (weight.shape[0], weight.shape[1])
         if shape not in verified:
             bias = None if module.bias is None else module.bias.detach()
@@ -117,11 +112,8 @@ def pack_linears(model: torch.nn.Module, *, rows_hint: int = 1) -> Packed:
     verified: dict[tuple[int, int], bool] = {}
     files = _file_mappings()
     layers = weight_bytes = released = 0
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(module, torch.nn.Linear) or not isinstance(weight, torch.nn.Parameter):
-            continue
-        if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or id(weight) in shared or weight.dim() != 2:
+    for module, weight in _cpu_linears(model, torch.bfloat16):
+        if id(weight) in shared:
             continue
         with torch.no_grad():
             packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows_hint)
@@ -138,6 +130,17 @@ def pack_linears(model: torch.nn.Module, *, rows_hint: int = 1) -> Packed:
         module.forward = types.MethodType(_packed_forward, module)
         layers += 1
     return Packed(layers=layers, weight_bytes=weight_bytes, released_bytes=released)
+
+
+def _cpu_linears(model: torch.nn.Module, dtype: torch.dtype) -> list[tuple[torch.nn.Linear, torch.nn.Parameter]]:
+    """``model``'s linear layers with a 2-D ``dtype`` weight parameter on the CPU, with that weight."""
+    found = []
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
+                and weight.dtype == dtype and weight.device.type == "cpu" and weight.dim() == 2):
+            found.append((module, weight))
+    return found
 
 
 def _packed_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
