@@ -82,6 +82,7 @@ class _Task:
     overwrite: bool
     root: Path | None = None  # no symlink below it is followed when writing
     options: TranscribeOptions | None = None  # None: the pipeline's own
+    source_root: Path | None = None  # the watched folder: no symlink below it is followed when reading
 
 
 Event = Callable[[str, Path, dict[str, object]], None]
@@ -119,7 +120,7 @@ def run_jobs(pipeline: Pipeline, jobs: Sequence[JobSpec], *, overwrite: bool, ma
     Outputs are written without following a symlink below the job's watched folder (or below
     its ``out_dir`` when they go there)."""
     tasks = [_Task(j.path, dict(j.outputs), j.identity, dict(j.replaceable), j.options.timestamps, overwrite,
-                   _output_root(j), job_options(pipeline.options, j.options)) for j in jobs]
+                   _output_root(j), job_options(pipeline.options, j.options), j.root) for j in jobs]
     ids = {t.path: j.job_id for t, j in zip(tasks, jobs, strict=True)}
 
     def on_event(kind: str, path: Path, info: dict[str, object]) -> None:
@@ -195,7 +196,7 @@ def _run(pipeline: Pipeline, tasks: list[_Task], on_event: Event | None,
                           progress=lambda key, done, total: emit("chunk", task.path, done=done, total=total))
         try:
             audio = decode_audio(task.path, expect=task.expect, max_duration_s=max_duration_s, on_window=feed,
-                                 window_s=WINDOW_S)
+                                 window_s=WINDOW_S, root=task.source_root)
             transcript = feed.transcript(audio)
         except (errors.ScribedError, OSError, MemoryError) as exc:
             _fail(outcome, exc, str(exc))
@@ -210,11 +211,11 @@ def _run(pipeline: Pipeline, tasks: list[_Task], on_event: Event | None,
 
     for i, task in enumerate(tasks):
         chosen = with_options(task.options)
-        if windowed(chosen.options) and (probe_duration(task.path) or 0.0) > MAX_GROUP_SECONDS:
+        if windowed(chosen.options) and (probe_duration(task.path, root=task.source_root) or 0.0) > MAX_GROUP_SECONDS:
             transcribe_windowed(i, chosen)
             continue
         try:
-            audio = decode_audio(task.path, expect=task.expect, max_duration_s=max_duration_s)
+            audio = decode_audio(task.path, expect=task.expect, max_duration_s=max_duration_s, root=task.source_root)
         except (errors.ScribedError, OSError, MemoryError) as exc:
             _fail(outcomes[i], exc, str(exc))
             continue

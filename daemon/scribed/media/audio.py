@@ -10,7 +10,10 @@ Contract:
   words; codec exceptions never escape.
 - A watched folder is untrusted: the file is opened with ``O_NOFOLLOW`` (a symbolic link is
   refused, never followed) and non-blocking (a FIFO cannot hang the reader), and everything about
-  it is decided on the opened descriptor (``fstat``), not on the name.
+  it is decided on the opened descriptor (``fstat``), not on the name. With ``root`` (the watched
+  folder it was found in) every folder between ``root`` and the file is opened the same way
+  (:func:`scribed.system.files.open_dir`), so a subfolder swapped for a link after the file was
+  queued is refused instead of leading outside the root; a path outside ``root`` is refused.
 - ``expect``: the identity (device, inode, size, mtime) the caller queued. The opened file is
   checked against it before decoding, and the file is checked again after decoding; a mismatch
   or a change while reading raises :class:`~scribed.errors.RecordingChanged` (not a failure of
@@ -97,20 +100,21 @@ WindowConsumer = Callable[[int, "np.ndarray", bool], None]
 
 def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = None,
                  max_duration_s: float | None = None, on_window: WindowConsumer | None = None,
-                 window_s: float = 600.0) -> DecodedAudio:
+                 window_s: float = 600.0, root: str | os.PathLike[str] | None = None) -> DecodedAudio:
     """Decode the first audio track of ``path`` to 16 kHz mono float32, entirely in memory.
 
     Raises :class:`AudioError` if the file is missing, a link, not a regular file, unreadable,
     empty, not audio, has no audio track, is truncated (decodes to < 99% of its declared length),
     is longer than ``max_duration_s``, vanishes while being read, or decodes to no samples; and
-    :class:`RecordingChanged` if it is not ``expect`` or changes while being read.
+    :class:`RecordingChanged` if it is not ``expect`` or changes while being read; and
+    AudioError if a folder between ``root`` and the file is a link (or ``path`` is outside it).
     """
     import numpy as np
 
     from scribed.media import decoders
 
     name = os.fspath(path)
-    fh, before = _open_checked(name)
+    fh, before = _open_checked(name, root)
     if expect is not None and not expect.same_file(before):
         fh.close()
         raise RecordingChanged(name, f"it is no longer the file that was queued ({_describe(expect, before)})")
@@ -194,17 +198,18 @@ def _check_unchanged(name: str, before: os.stat_result, reader: Any, cause: Exce
         raise RecordingChanged(name, f"it was modified while it was read ({_describe(before, after)})") from cause
 
 
-def probe_duration(path: str | os.PathLike[str]) -> float | None:
+def probe_duration(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None) -> float | None:
     """Duration in seconds from the container headers, without decoding (for ETAs and limits).
 
     May be an estimate (e.g. from the bitrate); ``None`` if unknown, and for anything that is not
-    a regular file (links are not followed). Never raises.
+    a regular file (links are not followed; with ``root``, no folder link below it either, as in
+    :func:`decode_audio`). Never raises.
     """
     from scribed.media import decoders
 
     name = os.fspath(path)
     try:
-        fh, _ = _open_checked(name)
+        fh, _ = _open_checked(name, root)
         with fh:
             if fh.read(4) == b"RIFF":
                 wav = decoders.wav_declared_seconds(fh)
@@ -227,15 +232,38 @@ def probe_duration(path: str | os.PathLike[str]) -> float | None:
 # --------------------------------------------------------------------------------------- internals
 
 
-def _open_file(name: str) -> BinaryIO:
-    """Open ``name`` for reading without following a link (a seam so tests can make reads fail)."""
-    return os.fdopen(os.open(name, _OPEN_FLAGS), "rb", buffering=1 << 16)
+def _open_file(name: str, root: str | os.PathLike[str] | None = None) -> BinaryIO:
+    """Open ``name`` for reading without following a link, nor one below ``root`` when given
+    (a seam so tests can make reads fail)."""
+    if root is None:
+        return os.fdopen(os.open(name, _OPEN_FLAGS), "rb", buffering=1 << 16)
+    from pathlib import Path
+
+    from scribed.system import files
+
+    target = Path(os.path.abspath(name))
+    try:
+        folder = files.open_dir(target.parent, root=Path(root))  # ValueError: not inside root
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # ELOOP or ENOTDIR: a folder below the root is a link (or a file) now
+        raise _FolderRefused(exc.errno, exc.strerror) from exc
+    try:
+        return os.fdopen(os.open(target.name, _OPEN_FLAGS, dir_fd=folder), "rb", buffering=1 << 16)
+    finally:
+        os.close(folder)
 
 
-def _open_checked(name: str) -> tuple[BinaryIO, os.stat_result]:
+class _FolderRefused(OSError):
+    """A folder between the root and the file could not be opened without following a link."""
+
+
+def _open_checked(name: str, root: str | os.PathLike[str] | None = None) -> tuple[BinaryIO, os.stat_result]:
     """The opened file and its fstat, or AudioError: everything is judged on the descriptor."""
     try:
-        fh = _open_file(name)
+        fh = _open_file(name) if root is None else _open_file(name, root)
+    except ValueError:
+        raise AudioError(name, f"not inside its watched folder {str(root)!r}") from None
     except OSError as exc:
         raise AudioError(name, _os_reason(exc, missing="file not found")) from None
     try:
@@ -278,6 +306,8 @@ def _os_reason(exc: OSError, missing: str) -> str:
         return missing
     if isinstance(exc, PermissionError):
         return "permission denied"
+    if isinstance(exc, _FolderRefused):
+        return "a folder on its path is a symbolic link or no folder (scribed never follows links in a watched folder)"
     if exc.errno == errno.ELOOP:
         return "is a symbolic link (scribed never follows links in a watched folder)"
     return f"cannot read file: {exc.strerror or exc}"

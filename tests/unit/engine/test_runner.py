@@ -212,6 +212,26 @@ def test_a_jobs_output_folder_is_a_root_no_link_below_is_followed(pipeline: Pipe
     assert list((elsewhere / "deep").iterdir()) == []
 
 
+def test_a_recording_is_read_with_no_link_below_its_watched_folder(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Its subfolder moved out of the watched folder after queueing and a link left in its place:
+    the same file, outside the root now, is not read (the error is the read's, not the write's)."""
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    outside.mkdir()
+    a = wav(inbox / "sub" / "a.wav")
+    spec = dataclasses.replace(_spec(1, a, outputs={"txt": tmp_path / "out" / "a.txt"},
+                                     failure_note=tmp_path / "out" / "a.failed.txt", out_dir=tmp_path / "out"),
+                               root=inbox)
+    os.rename(inbox / "sub", outside / "sub")
+    (inbox / "sub").symlink_to(outside / "sub")
+    (result,) = runner.run_jobs(pipeline, [spec], overwrite=False, max_duration_s=None)
+    assert result.outcome == "final" and "a folder on its path" in result.error, result.error
+    assert not (tmp_path / "out" / "a.txt").exists()
+    os.unlink(inbox / "sub")
+    os.rename(outside / "sub", inbox / "sub")  # back where it was queued: transcribed
+    (result,) = runner.run_jobs(pipeline, [spec], overwrite=False, max_duration_s=None)
+    assert result.outcome == "done" and (tmp_path / "out" / "a.txt").read_text() == "hello world\n"
+
+
 def test_a_recording_longer_than_a_group_is_transcribed_in_windows_with_the_same_result(
         pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from test_windows import _meeting

@@ -23,6 +23,7 @@ import soundfile as sf
 import soxr
 
 from scribed.errors import AudioError
+from scribed.identity import FileIdentity
 from scribed.media import audio, decoders
 from scribed.media.audio import AUDIO_EXTENSIONS, SAMPLE_RATE, DecodedAudio, decode_audio, probe_duration
 
@@ -417,7 +418,7 @@ def test_permission_denied_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = tmp_path / "locked.wav"
     sf.write(path, _signal(16000, 1.0), 16000)
 
-    def deny(name: str) -> Any:
+    def deny(name: str, root: Any = None) -> Any:
         raise PermissionError(13, "Permission denied", name)
 
     monkeypatch.setattr(audio, "_open_file", deny)
@@ -498,7 +499,7 @@ def test_read_failure_mid_file(
     else:
         _encode(path, _signal(44100), 44100, "aac", "ipod", **FASTSTART)
     limit = path.stat().st_size // 2
-    monkeypatch.setattr(audio, "_open_file", lambda name: _FailingFile(name, limit, vanish))
+    monkeypatch.setattr(audio, "_open_file", lambda name, root=None: _FailingFile(name, limit, vanish))
     _assert_audio_error(path, "vanished" if vanish else "read error")
 
 
@@ -508,9 +509,9 @@ def test_vanished_before_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     sf.write(path, _signal(16000, 1.0), 16000)
     real_open = audio._open_file
 
-    def unlink_then_open(name: str) -> Any:
+    def unlink_then_open(name: str, root: Any = None) -> Any:
         os.unlink(name)
-        return real_open(name)
+        return real_open(name, root)
 
     monkeypatch.setattr(audio, "_open_file", unlink_then_open)
     _assert_audio_error(path, "not found")
@@ -629,6 +630,29 @@ def test_symlinks_are_refused_never_followed(tmp_path: Path) -> None:
     link.symlink_to(private)
     _assert_audio_error(link, "symbolic link")
     assert probe_duration(link) is None
+
+
+def test_a_subfolder_swapped_for_a_link_is_refused_below_the_root(tmp_path: Path) -> None:
+    """Queued as inbox/sub/x.wav; then sub is moved out and a link to where it went put in its
+    place: the same file (same inode), now outside the root. With the root, no folder link below it
+    is followed, for the decode and the probe alike; a path outside the root is refused."""
+    inbox, outside = tmp_path / "inbox", tmp_path / "outside"
+    (inbox / "sub").mkdir(parents=True)
+    outside.mkdir()
+    path = inbox / "sub" / "x.wav"
+    sf.write(path, _signal(16000, 1.0), 16000)
+    queued = FileIdentity.of(os.stat(path))
+    assert decode_audio(path, expect=queued, root=inbox).duration_s == pytest.approx(1.0, abs=0.01)
+    assert probe_duration(path, root=inbox) == pytest.approx(1.0, abs=0.01)
+    os.rename(inbox / "sub", outside / "sub")
+    (inbox / "sub").symlink_to(outside / "sub")
+    assert decode_audio(path, expect=queued).duration_s == pytest.approx(1.0, abs=0.01)  # no root: followed
+    with pytest.raises(AudioError, match="a folder on its path") as info:
+        decode_audio(path, expect=queued, root=inbox)
+    assert info.value.path == str(path)
+    assert probe_duration(path, root=inbox) is None
+    with pytest.raises(AudioError, match="not inside its watched folder"):
+        decode_audio(outside / "sub" / "x.wav", root=inbox)
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
