@@ -8,6 +8,11 @@ Guards (autouse):
 - signals: SIGINT/SIGTERM/SIGHUP handlers are put back after each test, so code that sets them
   in-process (the worker ignores SIGINT) cannot leave later child processes deaf to Ctrl-C
   (an ignored signal is inherited across exec).
+- hardening: ``scribed transcribe`` hardens its own process irreversibly (no child process from
+  then on, :mod:`scribed.system.harden`); called in the pytest process (``cli.main``) that would
+  stop every later test from starting one, so there the "cli" role is recorded
+  (``cli_hardening`` fixture), not applied. Its real effect is tested in a child interpreter
+  (tests/integration/test_transcribe.py, tests/unit/system/test_harden.py).
 """
 
 from __future__ import annotations
@@ -109,6 +114,24 @@ def _no_leaks():
 
 
 _GUARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@pytest.fixture(autouse=True)
+def cli_hardening(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Roles ``harden_process`` was asked for as "cli" in this process (recorded, not applied)."""
+    from scribed.system import harden
+
+    calls: list[str] = []
+    real = harden.harden_process
+
+    def record(cfg: object, role: str) -> None:
+        if role != "cli":
+            return real(cfg, role)  # type: ignore[arg-type]
+        calls.append(role)
+        return None
+
+    monkeypatch.setattr(harden, "harden_process", record)
+    return calls
 
 
 @pytest.fixture(autouse=True)

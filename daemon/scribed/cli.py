@@ -131,6 +131,13 @@ def _cmd_transcribe(args: argparse.Namespace, cfg: Config) -> int:
     files = [f for f in args.files if f.exists()]
     if not files:
         return 1
+    if cfg.policy.block_network:
+        # Recordings are read in this process: hardened as the daemon's worker is (no core dumps,
+        # no child process that would run without the network guard). With block_network off
+        # (tests, development) nothing irreversible is done to the calling process.
+        from scribed.system import harden
+
+        harden.harden_process(cfg, "cli")
     pipeline = open_pipeline(cfg)
     spec = OutputSpec(cfg.output.formats, cfg.output.dir, None, cfg.transcription.timestamps)
     with TranscribeProgress(sys.stderr, level=_level(cfg, args)) as progress:

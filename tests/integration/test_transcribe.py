@@ -255,3 +255,31 @@ def test_a_decompression_bomb_fails_alone_with_the_limit_named(tiny_model: Path,
     err = capsys.readouterr().err
     assert "recording is 2.0 h long; the limit is transcription.max_duration_s = 1 h" in err
     assert not bomb.with_suffix(".txt").exists() and good.with_suffix(".txt").exists()
+
+
+def test_transcribe_hardens_its_own_process(tiny_model: Path, tmp_path: Path, cli_hardening: list[str]) -> None:
+    """Recordings are read in the ``scribed transcribe`` process, so it is hardened as a worker is:
+    in a fresh interpreter (the guard is irreversible), after ``main`` no child process starts;
+    in this process the call is recorded (conftest) and made before the model is opened."""
+    from e2e_helpers import wav
+
+    src = wav(tmp_path / "memo.wav")
+    config = _config(tmp_path, tiny_model)
+    code = f"""
+import subprocess, sys
+from scribed.cli import main
+rc = main(["transcribe", "--config", {str(config)!r}, {str(src)!r}])
+try:
+    subprocess.run([sys.executable, "-c", "pass"])
+    print(rc, "child started")
+except PermissionError:
+    print(rc, "child blocked")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "daemon")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-3:] == ["0", "child", "blocked"], proc.stdout
+    assert src.with_suffix(".txt").read_text() == "hello world\n"
+    assert main(["transcribe", "--config", str(config), str(src)]) == 0 and cli_hardening == ["cli"]
+    off = _config(tmp_path, tiny_model, policy={"block_network": False})
+    assert main(["transcribe", "--config", str(off), str(src)]) == 0 and cli_hardening == ["cli"]  # not again

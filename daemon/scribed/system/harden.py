@@ -1,12 +1,15 @@
 """Process hardening: one call at the start of every scribed process that touches recordings.
 
-Contract: :func:`harden_process` (``role`` "daemon" or "worker"), idempotent and irreversible:
+Contract: :func:`harden_process` (``role`` "daemon", "worker" or "cli": ``scribed transcribe``,
+which reads recordings in its own process), idempotent and irreversible:
 - no core dumps and not dumpable (no ptrace by the same user): a core or a debugger would
   expose audio and transcripts;
 - the Hugging Face stack forced offline (:data:`~scribed.system.netguard.OFFLINE_ENV`) and the
   in-process network guard installed when ``policy.block_network``;
-- the worker's temporary files directed to a private folder (``TMPDIR`` and friends): the 0700
-  :class:`~scribed.system.tempdir.PrivateTempDir` in ``tmpfs`` mode, else the user's runtime dir;
+- the worker's (and the cli's) temporary files directed to a private folder (``TMPDIR`` and
+  friends): the 0700 :class:`~scribed.system.tempdir.PrivateTempDir` in ``tmpfs`` mode, else the
+  user's runtime dir; only the worker wipes what a crashed run left there (a ``scribed
+  transcribe`` beside a running daemon must not delete its worker's files);
 - from then on, creating a process is refused with :class:`ProcessCreationBlocked` (a
   PermissionError) and logged: the audit events ``subprocess.Popen``, ``os.system``,
   ``os.exec``, ``os.posix_spawn`` and ``os.spawn``, and multiprocessing's spawn (which raises no
@@ -37,7 +40,7 @@ from scribed.system import files, netguard
 if TYPE_CHECKING:
     from scribed.config import Config
 
-ROLES = ("daemon", "worker")
+ROLES = ("daemon", "worker", "cli")
 TEMP_ENV = ("TMPDIR", "TEMP", "TMP", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 _PR_SET_DUMPABLE = 4
 _PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn"})
@@ -141,13 +144,15 @@ def install_process_guard() -> None:
     logger.debug("process guard installed (no child processes from here on)")
 
 
-def private_temp_env(cfg: Config) -> str:
-    """Point temporary-file variables at a private folder; returns it (see the module contract)."""
+def private_temp_env(cfg: Config, *, wipe: bool = True) -> str:
+    """Point temporary-file variables at a private folder; returns it (see the module contract).
+    ``wipe``: first delete what a crashed process left there (the worker's start)."""
     if cfg.policy.intermediates == "tmpfs":
         from scribed.system.tempdir import PrivateTempDir
 
         temp = PrivateTempDir(cfg.policy.temp_dir, cfg.watch.folders, cfg.policy.secure_delete_passes)
-        temp.wipe_stale()
+        if wipe:
+            temp.wipe_stale()
         target = str(temp.path)
     else:
         # memory: nothing of ours is written; libraries that insist on a temp file still get a
@@ -167,7 +172,7 @@ def harden_process(cfg: Config, role: str) -> None:
     os.environ.update(netguard.OFFLINE_ENV)
     if cfg.policy.block_network:
         netguard.install_network_guard()
-    if role == "worker":
-        private_temp_env(cfg)
+    if role in ("worker", "cli"):
+        private_temp_env(cfg, wipe=role == "worker")
     install_process_guard()
     logger.debug("{} hardened (network guard {})", role, "on" if cfg.policy.block_network else "off")

@@ -102,6 +102,33 @@ print(os.environ["TMPDIR"])
     assert proc.stdout.strip() == str(runtime)  # memory mode: the private runtime dir, not /tmp
 
 
+def test_cli_is_hardened_but_leaves_the_workers_temporaries(tmp_path: Path) -> None:
+    """``scribed transcribe`` (role "cli"): the guards and the private temp folder as a worker's,
+    but what is in that folder stays: it may be a running daemon's worker's."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    private = runtime / "scribed"
+    private.mkdir(mode=0o700)
+    live = private / "scribed-0123abcd.pcm"
+    live.write_bytes(b"audio of a worker running now")
+    proc = _hardened(tmp_path, """
+import ctypes
+harden.harden_process(cfg, "cli")
+try:
+    subprocess.run([sys.executable, "-c", "pass"])
+    child = "started"
+except PermissionError:
+    child = "blocked"
+print(json.dumps({"tmp": {v: os.environ.get(v) for v in harden.TEMP_ENV}, "child": child,
+                  "guard": netguard.network_guard_active(), "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)}))
+""", policy={"intermediates": "tmpfs"}, XDG_RUNTIME_DIR=str(runtime))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["tmp"].values()) == {str(private)}
+    assert out["child"] == "blocked" and out["guard"] and out["dumpable"] == 0
+    assert live.read_bytes() == b"audio of a worker running now"
+
+
 def test_unknown_role_is_refused(tmp_path: Path) -> None:
     proc = _hardened(tmp_path, """
 try:
