@@ -78,3 +78,8 @@ class OutputTaken(ScribedError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"not writing {self.path!r}: {reason}")
+
+
+class TranscriptTaken(OutputTaken):
+    """The output name is held by a regular file scribed did not write (another scribed sharing
+    the folder, or a person): the same situation that skips a recording when it is found."""

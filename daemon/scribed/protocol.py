@@ -17,7 +17,9 @@ Contract:
   ``done`` (written), ``retry`` (failed, counts an attempt), ``final`` (the file itself is bad:
   no more attempts), ``transient`` (disk full, I/O error, output not writable, out of memory:
   retried with backoff without consuming attempts), ``changed`` (the recording's content
-  changed while it was transcribed: requeued, the new content is transcribed).
+  changed while it was transcribed: requeued, the new content is transcribed), ``skipped`` (a
+  transcript scribed did not write appeared at an output name meanwhile: the recording is
+  skipped as it would have been had that transcript been there when it was found).
 - Standard library and :mod:`scribed.identity` only: both processes import this, and the
   daemon side must stay light. Everything here pickles (messages cross a multiprocessing pipe).
 """
@@ -31,8 +33,8 @@ from typing import Literal
 
 from scribed.identity import FileIdentity
 
-Outcome = Literal["done", "retry", "final", "transient", "changed"]
-OUTCOMES: tuple[str, ...] = ("done", "retry", "final", "transient", "changed")
+Outcome = Literal["done", "retry", "final", "transient", "changed", "skipped"]
+OUTCOMES: tuple[str, ...] = ("done", "retry", "final", "transient", "changed", "skipped")
 
 
 @dataclass(frozen=True)

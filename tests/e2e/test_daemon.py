@@ -302,6 +302,36 @@ def test_a_second_daemon_on_the_same_state_refuses_with_4(env: Env) -> None:
     assert daemon.wait(60) == 0
 
 
+def test_two_daemons_on_one_shared_inbox_race_without_a_failure_note(tiny_model: Path, tmp_path: Path) -> None:
+    """Two people's scribed (own state, own worker) watch the same synced inbox. A's worker is held
+    with the recording while B transcribes it; when A then goes to write, the transcript is B's:
+    A skips the recording (as it would have had it seen B's file first) -- no NAME.failed.txt that
+    the sync client would carry to everyone, no error in A's log, B's transcript untouched."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Env(tmp_path / "a", tiny_model)
+    gate = a.hold()
+    b = Env(tmp_path / "b", tiny_model, watch={"folders": [str(a.inbox)]})
+    try:
+        a.start()
+        a.drop("held-standup.wav")
+        wait_for(gate.entered, what="A's worker holding the recording")
+        b.start()
+        wait_for(lambda: b.states().get("held-standup.wav") == "done", what="B done")
+        theirs = (a.inbox / "held-standup.txt").read_bytes()
+        gate.release()
+        wait_for(lambda: a.states().get("held-standup.wav") == "skipped", what="A skipped")
+        _state, _attempts, error = a.job("held-standup.wav")
+        assert "appeared while it was transcribed" in error
+        assert not (a.inbox / "held-standup.failed.txt").exists()
+        assert (a.inbox / "held-standup.txt").read_bytes() == theirs == b"hello world\n"
+        assert " ERROR " not in a.log() and "skipped " in a.log()
+    finally:
+        gate.release()
+        a.stop_all()
+        b.stop_all()
+
+
 def test_idle_worker_frees_the_model_and_reloads_on_the_next_file(tiny_model: Path, tmp_path: Path) -> None:
     env = Env(tmp_path, tiny_model, model={"idle_unload_min": 0.02})  # 1.2 s of idleness
     try:

@@ -47,7 +47,7 @@ def test_messages_are_frozen_and_cross_a_pipe_unchanged(message: object) -> None
 
 
 def test_every_outcome_is_explicit() -> None:
-    assert OUTCOMES == ("done", "retry", "final", "transient", "changed")
+    assert OUTCOMES == ("done", "retry", "final", "transient", "changed", "skipped")
     for outcome in OUTCOMES:
         assert Result(1, outcome).outcome == outcome  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown outcome 'cannot read audio'"):

@@ -14,7 +14,9 @@ Contract:
   done (unless the recording changed meanwhile: then it is transcribed again), retry (an
   attempt), final (no more attempts), transient (backoff from :data:`TRANSIENT_FIRST_S`
   doubling to :data:`TRANSIENT_MAX_S`, attempts untouched, failed only after
-  :data:`TRANSIENT_HORIZON_S`), changed (requeued for the new content, attempt given back).
+  :data:`TRANSIENT_HORIZON_S`), changed (requeued for the new content, attempt given back),
+  skipped (a transcript scribed did not write appeared meanwhile, e.g. another scribed on the
+  same share finished first: skipped as at intake, no failure note, an earlier one removed).
 - :func:`abandon`: jobs a dead worker never answered: an attempt each. :func:`interrupt`: jobs a
   stop cut short: requeued, attempt given back.
 - :func:`recover`: at start, jobs a crash left ``working`` whose stored outputs were all
@@ -203,7 +205,7 @@ def job_spec(cfg: Config, job: Job) -> JobSpec:
 # -- results ----------------------------------------------------------------------------------------
 def finish(cfg: Config, journal: Journal, result: Result) -> str:
     """Record a worker's result. Returns "done", "failed" (for good), "retry", "deferred",
-    "requeued", "changed" or "unknown" (no such job)."""
+    "requeued", "changed", "skipped" or "unknown" (no such job)."""
     job = journal.get(result.job_id)
     if job is None:
         return "unknown"
@@ -221,6 +223,12 @@ def finish(cfg: Config, journal: Journal, result: Result) -> str:
         _apply_retention(cfg, job, written)
         return "done"
     error = result.error or "unknown error"
+    if result.outcome == "skipped":
+        journal.skipped(job.id, "a transcript scribed did not write appeared while it was transcribed",
+                        _drop_failure_note(cfg, job))
+        logger.info("skipped {}: a transcript not written by scribed appeared while it was transcribed"
+                    " (another scribed on this folder, or a person; output.overwrite is false)", shown(job.path))
+        return "skipped"
     if result.outcome == "changed":
         if _matches(job):  # the journal already knows the file as it is now (e.g. touched): go again
             journal.interrupted([job.id])

@@ -293,6 +293,13 @@ class Journal:
                      "failed" if final else "queued", _text(error), self._now(), job_id)
         return final
 
+    def skipped(self, job_id: int, reason: str, written: dict[str, FileIdentity]) -> None:
+        """Skipped after all: a transcript scribed did not write took an output name meanwhile.
+        ``written``: what scribed placed for it that is still there (formats written before)."""
+        self._update("UPDATE jobs SET state='skipped', last_error=?, written=?, finished_at=?, changed=0, transient=0,"
+                     " transient_since=NULL, retry_at=NULL WHERE id=?", reason, _identity_json(written), self._now(),
+                     job_id)
+
     def defer(self, job_id: int, error: str, retry_at: float, since: float) -> None:
         """A transient failure: queued again from ``retry_at``; the attempt is given back."""
         self._update("UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), last_error=?, retry_at=?,"

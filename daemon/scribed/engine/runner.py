@@ -8,8 +8,10 @@ Contract:
   decoded, :mod:`scribed.engine.windows`), write every requested format atomically, and return one
   outcome per input, in input order. Recordings themselves are only ever read.
 - Every failure is classified here, by exception type, never by message (:func:`classify`):
-  ``final`` (the file is bad: AudioError, or a transcript path held by a file scribed did not
-  write), ``changed`` (the recording is not, or no longer, the file that was queued),
+  ``final`` (the file is bad: AudioError, or an output path held by a link or a folder),
+  ``skipped`` (an output path held by a regular file scribed did not write: another scribed on
+  the same share, or a person, wrote a transcript meanwhile; logged at INFO, not an error),
+  ``changed`` (the recording is not, or no longer, the file that was queued),
   ``transient`` (no space, I/O error, read-only or forbidden output, out of memory),
   ``retry`` (anything else).
 - A job's recording is checked against its queued identity when it is opened, after it is
@@ -92,6 +94,8 @@ def classify(exc: BaseException) -> Outcome:
     """The outcome a failure means (see the module contract)."""
     if isinstance(exc, errors.RecordingChanged):
         return "changed"
+    if isinstance(exc, errors.TranscriptTaken):
+        return "skipped"
     if isinstance(exc, (errors.AudioError, errors.OutputTaken)):
         return "final"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's CUDA OOM
@@ -232,7 +236,7 @@ def _run(pipeline: Pipeline, tasks: list[_Task], on_event: Event | None,
 def _fail(outcome: FileOutcome, exc: BaseException, message: str) -> None:
     outcome.outcome = classify(exc)
     outcome.error = message
-    logger.error("{}", message)
+    logger.log("INFO" if outcome.outcome == "skipped" else "ERROR", "{}", message)
 
 
 def _write(outcome: FileOutcome, task: _Task, transcript: Transcript) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from scribed.errors import OutputTaken, ScribedError
+from scribed.errors import OutputTaken, ScribedError, TranscriptTaken
 from scribed.identity import FileIdentity
 from scribed.system.names import NAME_MAX, is_scribed_temp, temp_name
 
@@ -210,7 +210,7 @@ def _place(dir_fd: int, tmp: str, name: str, ours: FileIdentity, replaceable: Fi
         if not stat.S_ISREG(st.st_mode):
             raise OutputTaken(shown, "something that is not a regular file is in the way")
         if not overwrite and (replaceable is None or not replaceable.same_file(st)):
-            raise OutputTaken(shown, "a file scribed did not write is in the way (output.overwrite replaces it)")
+            raise TranscriptTaken(shown, "a file scribed did not write is in the way (output.overwrite replaces it)")
         # rename() replaces the directory entry; it never writes into the old file (or its links).
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         placed = lstat_at(dir_fd, name)

@@ -158,6 +158,31 @@ def test_final_failures_write_a_note_that_a_later_one_replaces(tmp_path: Path, i
     assert "still not audio" in spec.failure_note.read_text()  # its own note: replaced
 
 
+def test_a_transcript_that_appeared_meanwhile_skips_the_recording_without_a_note(
+        tmp_path: Path, inbox: Path, journal: Journal) -> None:
+    """Another scribed on the same share (or a person) wrote NAME.txt while this one transcribed:
+    skipped, as if it had been there at intake -- no failure note, and an earlier attempt's note
+    removed; a later rescan leaves it skipped."""
+    cfg = _cfg(tmp_path, inbox)
+    rec = inbox / "race.wav"
+    rec.write_bytes(b"race")
+    jobs.intake(cfg, journal, settled(rec, inbox))
+    (spec,) = jobs.plan_batch(cfg, journal)
+    assert jobs.finish(cfg, journal, Result(spec.job_id, "final", "disk was unplugged")) == "failed"
+    assert spec.failure_note.exists()  # the first attempt's note
+    journal.reset(spec.job_id)  # scribed retry
+    (again,) = jobs.plan_batch(cfg, journal)
+    (inbox / "race.txt").write_text("written by the other host\n")
+    reason = f"cannot write transcript for {str(rec)!r}: a file scribed did not write is in the way"
+    assert jobs.finish(cfg, journal, Result(again.job_id, "skipped", reason)) == "skipped"
+    job = journal.find(rec)
+    assert job.state == "skipped" and "appeared while it was transcribed" in job.last_error
+    assert not spec.failure_note.exists() and "failed" not in job.written
+    assert (inbox / "race.txt").read_text() == "written by the other host\n"
+    assert jobs.intake(cfg, journal, settled(rec, inbox)) == "known"
+    assert journal.find(rec).state == "skipped"
+
+
 def test_abandon_counts_and_interrupt_gives_back(tmp_path: Path, inbox: Path, journal: Journal) -> None:
     cfg = _cfg(tmp_path, inbox, service={"attempts": 1})
     a, b = inbox / "a.wav", inbox / "b.wav"

@@ -115,12 +115,37 @@ def test_only_scribeds_own_transcript_is_replaced(pipeline: Pipeline, tmp_path: 
     a = wav(tmp_path / "a.wav")
     (tmp_path / "a.txt").write_text("somebody's notes\n")
     (taken,) = runner.run_jobs(pipeline, [_spec(1, a)], overwrite=False, max_duration_s=None)
-    assert taken.outcome == "final" and "cannot write transcript" in taken.error
+    assert taken.outcome == "skipped" and "cannot write transcript" in taken.error
     assert (tmp_path / "a.txt").read_text() == "somebody's notes\n"
     own = FileIdentity.of(os.lstat(tmp_path / "a.txt"))  # as if scribed had written it
     (replaced,) = runner.run_jobs(pipeline, [_spec(1, a, replaceable={"txt": own})], overwrite=False,
                                   max_duration_s=None)
     assert replaced.outcome == "done" and (tmp_path / "a.txt").read_text() == "hello world\n"
+
+
+def test_a_transcript_written_by_someone_else_meanwhile_is_a_skip_not_an_error(pipeline: Pipeline,
+                                                                               tmp_path: Path) -> None:
+    """Another scribed on the same share finished first: NAME.txt appears while this one works.
+    Nothing of theirs is replaced, and it is reported as a skip (INFO), not as an error."""
+    from loguru import logger
+
+    a = wav(tmp_path / "a.wav")
+    spec = _spec(1, a, outputs={"json": tmp_path / "a.json", "txt": tmp_path / "a.txt"})
+
+    def other_host_finishes() -> None:
+        (tmp_path / "a.txt").write_text("the other host's transcript\n")
+
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), format="{message}")
+    try:
+        (result,) = runner.run_jobs(Pipeline(Wrapped(pipeline.engine, other_host_finishes), pipeline.options),  # type: ignore[arg-type]
+                                    [spec], overwrite=False, max_duration_s=None)
+    finally:
+        logger.remove(sink)
+    assert result.outcome == "skipped" and "did not write" in result.error
+    assert (tmp_path / "a.txt").read_text() == "the other host's transcript\n"
+    assert not [m for level, m in lines if level == "ERROR"], lines
+    assert any(level == "INFO" and "cannot write transcript" in m for level, m in lines), lines
 
 
 @pytest.mark.parametrize(("code", "outcome"), [(errno.ENOSPC, "transient"), (errno.EIO, "transient"),
