@@ -28,6 +28,7 @@ from loguru import logger
 from scribed import text as textmod
 from scribed.engine.subtitles import Cue, cues
 from scribed.engine.types import Transcript, speaker_label
+from scribed.errors import OutputTaken
 from scribed.identity import FileIdentity
 from scribed.output import atomic_write
 
@@ -139,12 +140,18 @@ def write_transcript(t: Transcript, paths: Mapping[str, Path], *, source: Path, 
     ``replaceable[fmt]`` is the identity of the file scribed wrote earlier at ``paths[fmt]`` (the
     only existing file it may replace, unless ``overwrite``); with ``root`` (the watched folder or
     ``output.dir``) no symlink below it is followed. Returns the identity of each file written.
-    Raises ``OutputTaken`` (something scribed may not replace is in the way) or OSError.
+    Raises ``OutputTaken`` (something scribed may not replace is in the way) or OSError; either
+    carries ``written``: the identities of the formats placed before it (scribed's own files, so
+    that the caller can record them).
     """
     if t.no_speech:
         logger.info("{}: no speech detected ({:.1f} s); the transcript says so", source, t.duration_s)
     written: dict[str, FileIdentity] = {}
-    for fmt in sorted(paths, key=lambda f: f == "txt"):
-        written[fmt] = atomic_write(paths[fmt], render(t, fmt, timestamps), mode_from=source,
-                                    replaceable=(replaceable or {}).get(fmt), overwrite=overwrite, root=root)
+    try:
+        for fmt in sorted(paths, key=lambda f: f == "txt"):
+            written[fmt] = atomic_write(paths[fmt], render(t, fmt, timestamps), mode_from=source,
+                                        replaceable=(replaceable or {}).get(fmt), overwrite=overwrite, root=root)
+    except (OSError, OutputTaken) as exc:
+        exc.written = dict(written)  # type: ignore[attr-defined]
+        raise
     return written

@@ -246,6 +246,7 @@ def _write(outcome: FileOutcome, task: _Task, transcript: Transcript) -> None:
     except (OSError, errors.ScribedError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         _fail(outcome, exc, f"cannot write transcript for {str(outcome.path)!r}: {detail}")
+        outcome.written = dict(getattr(exc, "written", {}))  # formats placed before it: scribed's own
         return
     outcome.written = dict(written)
     if task.expect is not None and not _unchanged(task.path, task.expect):

@@ -144,6 +144,8 @@ def test_a_transcript_written_by_someone_else_meanwhile_is_a_skip_not_an_error(p
         logger.remove(sink)
     assert result.outcome == "skipped" and "did not write" in result.error
     assert (tmp_path / "a.txt").read_text() == "the other host's transcript\n"
+    # the .json went first and is scribed's own: reported, so the journal knows it is replaceable
+    assert set(result.outputs) == {"json"} and result.outputs["json"].same_file(os.lstat(tmp_path / "a.json"))
     assert not [m for level, m in lines if level == "ERROR"], lines
     assert any(level == "INFO" and "cannot write transcript" in m for level, m in lines), lines
 
