@@ -160,7 +160,8 @@ class Daemon:
         if self.reload_requested:
             self._reload()
         self.watcher.poll()
-        self._supervise(now, wait)
+        # a rescan under way goes on at the next tick: no waiting for the worker in between
+        self._supervise(now, 0.0 if self.watcher.scanning() else wait)
         self.heartbeat.beat(now, self.worker.busy if self.worker else (), self.last_heard, self.watcher.modes())
         if self.stops:
             return self._stopping(now)

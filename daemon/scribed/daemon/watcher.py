@@ -11,8 +11,10 @@ Contract:
   decision happens in :meth:`FolderWatcher.poll` on the caller's thread, so ``on_ready`` is only
   ever called from ``poll()``, never concurrently. Hashing and probing run on the
   :class:`~scribed.daemon.settle.Examiner`'s threads: ``poll()`` never waits for them, and its
-  other work per call is bounded (the settle queue's budget) apart from rescans and the walk
-  of a newly created folder.
+  other work per call is bounded: the settle queue's budget, and rescans a slice per call
+  (:mod:`scribed.daemon.rescan`: at most 5000 files or 0.25 s; :meth:`FolderWatcher.scanning`
+  says one is under way, and :meth:`FolderWatcher.pending` counts it), apart from the walk of a
+  newly created folder.
 - A watched folder is untrusted: no symbolic link below a root is ever followed (walks and checks
   use lstat; a link is ignored with one INFO line), walks are iterative and look at most
   ``max_depth`` folder levels deep, and a file is examined through a path opened from the root
@@ -42,6 +44,7 @@ from pathlib import Path
 from loguru import logger
 
 from scribed.config import WatchConfig, expand_path
+from scribed.daemon import rescan
 from scribed.daemon.journal import shown
 from scribed.daemon.observers import Observers
 from scribed.daemon.settle import CHANGED, CLOSE_SETTLE_S, FAILED, GONE, Examiner, Ready, SettleQueue, Unsettled
@@ -239,6 +242,7 @@ class FolderWatcher:
         self._noted: set[Path] = set()  # links, deep folders, refused files already logged
         self._next_rescan = float("inf")
         self._next_missing = float("inf")
+        self._scan = rescan.Rescan()
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -249,7 +253,9 @@ class FolderWatcher:
         if self._started:
             return
         self._started = True
-        self._rescan(self._clock())
+        now = self._clock()
+        self._rescan(now)
+        self._advance_scan(now)
         self._notes.flush()
 
     def stop(self) -> None:
@@ -259,8 +265,13 @@ class FolderWatcher:
         self._started = False
 
     def pending(self) -> int:
-        """How many files are waiting to settle or being examined."""
-        return len(self._queue) + len(self._examiner)
+        """How many files are waiting to settle or being examined, plus one while a rescan is
+        under way (files it has not reached yet are not known)."""
+        return len(self._queue) + len(self._examiner) + int(self._scan.active)
+
+    def scanning(self) -> bool:
+        """A rescan is under way (the caller may poll again without waiting)."""
+        return self._scan.active
 
     def examining(self) -> int:
         """How many settled files are being hashed and probed (their results not yet collected)."""
@@ -283,6 +294,7 @@ class FolderWatcher:
             self._rescan(now)
         elif now >= self._next_missing:
             self._rescan(now, [r for r, mode in self.modes().items() if mode == "missing"])
+        self._advance_scan(now)
         with self._lock:
             touched, self._touched = self._touched, {}
             new_dirs, self._new_dirs = self._new_dirs, set()
@@ -357,20 +369,30 @@ class FolderWatcher:
     # -- scanning --------------------------------------------------------------------------------
 
     def _rescan(self, now: float, only: Sequence[Path] | None = None) -> None:
-        """Scan ``only`` those folders (default: all, and re-arm the periodic rescan)."""
-        for root in self._scope.roots if only is None else only:
-            if not self._observers.ensure(root):
-                continue
-            seen: set[Path] = set()
-            for path in self._scope.walk(root, root, seen):
-                seen.add(path)
-                self._consider(path, now)
+        """Ask for a scan of ``only`` those folders (default: all, and re-arm the periodic rescan);
+        :meth:`_advance_scan` walks them, a slice per poll."""
+        self._scan.request(tuple(self._scope.roots if only is None else only))
+        if only is None:
+            interval = self.cfg.rescan_interval_s
+            self._next_rescan = now + interval if interval > 0 else float("inf")
+        self._next_missing = float("inf")  # set again once the walks know which folders are missing
+
+    def _advance_scan(self, now: float) -> None:
+        if not self._scan.active:
+            return
+
+        def start(root: Path, seen: set[Path]) -> Iterator[Path] | None:
+            return self._scope.walk(root, root, seen) if self._observers.ensure(root) else None
+
+        def done(root: Path, seen: set[Path]) -> None:
             # Forget what is gone (archived, deleted) so these stay as small as the tree.
             for path in [p for p in self._reported if p not in seen and self._scope.root_of(p) == root]:
                 del self._reported[path]
             self._noted = {p for p in self._noted if p in seen or self._scope.root_of(p) != root}
-        interval = self.cfg.rescan_interval_s
-        if only is None:
-            self._next_rescan = now + interval if interval > 0 else float("inf")
-        missing = "missing" in self.modes().values()
-        self._next_missing = now + (interval if interval > 0 else _MISSING_RETRY_S) if missing else float("inf")
+
+        self._scan.step(start, lambda path, _root: self._consider(path, now), done, clock=self._clock,
+                        max_files=rescan.MAX_FILES, max_s=rescan.MAX_S)
+        if not self._scan.active:
+            interval = self.cfg.rescan_interval_s
+            missing = "missing" in self.modes().values()
+            self._next_missing = now + (interval if interval > 0 else _MISSING_RETRY_S) if missing else float("inf")

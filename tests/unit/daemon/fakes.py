@@ -153,6 +153,9 @@ class FakeWatcher:
     def pending(self) -> int:
         return len(self.inbox)
 
+    def scanning(self) -> bool:
+        return False
+
     def modes(self) -> dict[Path, str]:
         return {}
 

@@ -27,6 +27,7 @@ from watchdog.observers.inotify_c import InotifyFD
 
 from scribed.config import WatchConfig
 from scribed.daemon import observers as observers_mod
+from scribed.daemon import rescan
 from scribed.daemon.settle import TICK_BUDGET, Examiner, sha256_fd
 from scribed.daemon.watcher import CLOSE_SETTLE_S, FolderWatcher, Ready, is_candidate
 
@@ -571,15 +572,50 @@ def test_symlinks_are_never_followed(make, tmp_path: Path, infos_seen: list[str]
                                    for n in ("x.m4a", "linked", "later.m4a"))  # once each, not at every rescan
 
 
+def test_a_rescan_of_a_big_tree_goes_a_slice_per_poll(make, tmp_path: Path, monkeypatch) -> None:
+    """On a network share every lstat may be a round trip: a rescan stats at most a slice of
+    files per poll (the daemon's loop answers its worker and systemd in between), counts as
+    pending until it is through, and still finds every file, in every folder."""
+    monkeypatch.setattr(rescan, "MAX_FILES", 7)
+    names = [f"{d}/{i:02d}.m4a" for d in ("a", "b", "b/c") for i in range(10)]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x" * 10)
+    calls = [0]
+    real_consider = FolderWatcher._consider
+
+    def counting_consider(self: FolderWatcher, path: Path, now: float, **kw: bool) -> None:
+        calls[0] += 1  # a file met by the walk: its lstat (events are not expected here)
+        real_consider(self, path, now, **kw)
+
+    monkeypatch.setattr(FolderWatcher, "_consider", counting_consider)
+    h = make(tmp_path)
+    per_poll = [calls[0]]
+    while h.watcher.scanning():
+        assert h.watcher.pending() == len(h.watcher._queue) + 1  # the scan itself is pending
+        calls[0] = 0
+        h.watcher.poll()
+        per_poll.append(calls[0])
+    assert max(per_poll) <= 7 and sum(per_poll) == len(names) and len(per_poll) >= len(names) // 7
+    assert h.watcher.pending() == len(names)
+    assert sorted(str(r.path.relative_to(tmp_path)) for r in h.advance(SETTLE)) == sorted(names)
+
+
 def test_ten_thousand_empty_files_cost_little(make, tmp_path: Path, infos_seen: list[str], monkeypatch) -> None:
     count = 10_000
     for i in range(count):
         (tmp_path / f"{i:05d}.wav").touch()
     h = make(tmp_path)
+    polls = 0
+    while h.watcher.scanning():  # the initial scan goes a slice per poll (rescan.MAX_FILES files)
+        h.watcher.poll()
+        polls += 1
+    assert 1 <= polls <= count // rescan.MAX_FILES
     assert h.watcher.pending() == count
-    lines = [m for m in infos_seen if str(tmp_path) in m]  # not 10,000 lines: one
-    assert lines[0] == f"watching {tmp_path} (inotify)" and len(lines) == 2
-    assert lines[1].startswith(f"ignoring {count} empty files until they have content (e.g. {tmp_path}/")
+    lines = [m for m in infos_seen if str(tmp_path) in m]  # not 10,000 lines: one per slice
+    assert lines[0] == f"watching {tmp_path} (inotify)" and len(lines) == 1 + count // rescan.MAX_FILES
+    assert all(line.startswith(f"ignoring {rescan.MAX_FILES} empty files until they have content (e.g. {tmp_path}/")
+               for line in lines[1:])
 
     main, calls = threading.get_ident(), [0]
     real_lstat = os.lstat
