@@ -13,8 +13,8 @@ Contract:
   :class:`~scribed.daemon.settle.Examiner`'s threads: ``poll()`` never waits for them, and its
   other work per call is bounded: the settle queue's budget, and rescans a slice per call
   (:mod:`scribed.daemon.rescan`: at most 5000 files or 0.25 s; :meth:`FolderWatcher.scanning`
-  says one is under way, and :meth:`FolderWatcher.pending` counts it), apart from the walk of a
-  newly created folder.
+  says one is under way, and :meth:`FolderWatcher.pending` counts it), as is the walk of a folder
+  that appeared (a tree moved in), and at most 5000 recorded events are looked at per call.
 - A watched folder is untrusted: no symbolic link below a root is ever followed (walks and checks
   use lstat; a link is ignored with one INFO line), walks are iterative and look at most
   ``max_depth`` folder levels deep, and a file is examined through a path opened from the root
@@ -265,13 +265,16 @@ class FolderWatcher:
         self._started = False
 
     def pending(self) -> int:
-        """How many files are waiting to settle or being examined, plus one while a rescan is
-        under way (files it has not reached yet are not known)."""
-        return len(self._queue) + len(self._examiner) + int(self._scan.active)
+        """How many files are waiting to settle or being examined, plus one while a rescan or a
+        backlog of events is under way (files not reached yet are not counted)."""
+        return len(self._queue) + len(self._examiner) + int(self.scanning())
 
     def scanning(self) -> bool:
-        """A rescan is under way (the caller may poll again without waiting)."""
-        return self._scan.active
+        """A rescan is under way, or more events wait than one poll takes (the caller may poll
+        again without waiting)."""
+        with self._lock:
+            backlog = bool(self._touched)
+        return self._scan.active or backlog
 
     def examining(self) -> int:
         """How many settled files are being hashed and probed (their results not yet collected)."""
@@ -294,15 +297,17 @@ class FolderWatcher:
             self._rescan(now)
         elif now >= self._next_missing:
             self._rescan(now, [r for r, mode in self.modes().items() if mode == "missing"])
-        self._advance_scan(now)
         with self._lock:
-            touched, self._touched = self._touched, {}
+            if len(self._touched) <= rescan.MAX_FILES:
+                touched, self._touched = self._touched, {}
+            else:  # a tree moved in arrives as one event per file: a slice per poll, oldest first
+                touched = {path: self._touched.pop(path) for path in list(self._touched)[: rescan.MAX_FILES]}
             new_dirs, self._new_dirs = self._new_dirs, set()
         for folder in sorted(new_dirs):
             root = self._scope.root_of(folder)
             if root is not None and self._scope.wanted_dir(folder, root):
-                for path in self._scope.walk(folder, root):
-                    self._consider(path, now)
+                self._scan.request_folder(folder, root)
+        self._advance_scan(now)
         for path, closed in touched.items():
             self._consider(path, now, closed=closed)
         for path, root, identity in self._queue.tick(now, _regular):
@@ -381,10 +386,14 @@ class FolderWatcher:
         if not self._scan.active:
             return
 
-        def start(root: Path, seen: set[Path]) -> Iterator[Path] | None:
+        def start(folder: Path, root: Path, seen: set[Path]) -> Iterator[Path] | None:
+            if folder != root:  # a folder that appeared: its root is watched already
+                return self._scope.walk(folder, root, seen)
             return self._scope.walk(root, root, seen) if self._observers.ensure(root) else None
 
-        def done(root: Path, seen: set[Path]) -> None:
+        def done(folder: Path, root: Path, seen: set[Path]) -> None:
+            if folder != root:
+                return
             # Forget what is gone (archived, deleted) so these stay as small as the tree.
             for path in [p for p in self._reported if p not in seen and self._scope.root_of(p) == root]:
                 del self._reported[path]

@@ -20,20 +20,20 @@ class Tree:
         self.done: list[tuple[Path, int]] = []
         self.started: list[Path] = []
 
-    def start(self, root: Path, seen: set[Path]) -> Iterator[Path] | None:
-        self.started.append(root)
-        if root in self.missing:
+    def start(self, folder: Path, root: Path, seen: set[Path]) -> Iterator[Path] | None:
+        self.started.append(folder)
+        if folder in self.missing:
             return None
-        seen.add(root / "a-link")  # the walk may add what it met besides files (links, deep folders)
-        return iter(list(self.files[root]))
+        seen.add(folder / "a-link")  # the walk may add what it met besides files (links, deep folders)
+        return iter(list(self.files[folder]))
 
     def each(self, path: Path, root: Path) -> None:
-        assert path.parent == root
+        assert path.is_relative_to(root)
         self.met.append(path)
 
-    def finished(self, root: Path, seen: set[Path]) -> None:
-        assert root / "a-link" in seen and set(self.files[root]) <= seen
-        self.done.append((root, len(seen)))
+    def finished(self, folder: Path, root: Path, seen: set[Path]) -> None:
+        assert folder.is_relative_to(root) and folder / "a-link" in seen and set(self.files[folder]) <= seen
+        self.done.append((folder, len(seen)))
 
     def step(self, scan: Rescan, **kw: object) -> int:
         kw.setdefault("clock", lambda: 0.0)
@@ -76,3 +76,14 @@ def test_a_root_that_cannot_be_walked_is_skipped_without_an_end() -> None:
     scan.request([A, B])
     assert tree.step(scan) == 2 and not scan.active
     assert tree.started == [A, B] and tree.done == [(B, 3)]
+
+
+def test_a_folder_below_a_root_is_walked_with_its_root_and_once_while_waiting() -> None:
+    sub = A / "moved-in"
+    tree, scan = Tree({A: 1, sub: 3}), Rescan()
+    scan.request_folder(sub, A)
+    scan.request_folder(sub, A)
+    scan.request([A])
+    while scan.active:
+        tree.step(scan, max_files=2)
+    assert tree.started == [sub, A] and [folder for folder, _ in tree.done] == [sub, A]

@@ -601,6 +601,41 @@ def test_a_rescan_of_a_big_tree_goes_a_slice_per_poll(make, tmp_path: Path, monk
     assert sorted(str(r.path.relative_to(tmp_path)) for r in h.advance(SETTLE)) == sorted(names)
 
 
+def test_a_big_tree_moved_in_is_walked_a_slice_per_poll(make, tmp_path: Path, monkeypatch) -> None:
+    """A folder of recordings moved into the watched one is walked in slices, and the events
+    watchdog makes for what is in it are taken a slice per poll as well (at most one slice of
+    each per poll); every recording in it is found."""
+    monkeypatch.setattr(rescan, "MAX_FILES", 5)
+    inbox, outside = tmp_path / "inbox", tmp_path / "archive-2023"
+    inbox.mkdir()
+    names = [f"{d}/{i:02d}.m4a" for d in ("q1", "q2") for i in range(12)]
+    for name in names:
+        (outside / name).parent.mkdir(parents=True, exist_ok=True)
+        (outside / name).write_bytes(b"x" * 10)
+    h = make(inbox)
+    calls = [0]
+    real_consider = FolderWatcher._consider
+
+    def counting_consider(self: FolderWatcher, path: Path, now: float, **kw: bool) -> None:
+        calls[0] += 1
+        real_consider(self, path, now, **kw)
+
+    monkeypatch.setattr(FolderWatcher, "_consider", counting_consider)
+    os.rename(outside, inbox / "archive-2023")
+    per_poll: list[int] = []
+
+    def walked() -> bool:
+        calls[0] = 0
+        h.watcher.poll()
+        per_poll.append(calls[0])
+        return not h.watcher.scanning() and h.watcher.pending() == len(names)
+
+    wait_until(walked)
+    assert max(per_poll) <= 2 * 5 and sum(per_poll) >= len(names)
+    found = sorted(str(r.path.relative_to(inbox / "archive-2023")) for r in h.advance(SETTLE))
+    assert found == sorted(names)
+
+
 def test_ten_thousand_empty_files_cost_little(make, tmp_path: Path, infos_seen: list[str], monkeypatch) -> None:
     count = 10_000
     for i in range(count):
