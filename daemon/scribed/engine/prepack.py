@@ -39,9 +39,10 @@ import functools
 import mmap
 import types
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+
+from scribed.system.libc import libc
 
 MADV_DONTNEED = 4
 
@@ -225,14 +226,4 @@ def _release(tensor: torch.Tensor, files: list[tuple[int, int]]) -> int:
     return last - first
 
 
-def _load_libc() -> Any:
-    # the process's own symbols, as system.harden does: find_library would probe ldconfig through
-    # a subprocess, which the worker's process guard refuses
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc if hasattr(libc, "madvise") else None
-    except OSError:  # pragma: no cover - not Linux
-        return None
-
-
-_LIBC = _load_libc()
+_LIBC = libc() if hasattr(libc(), "madvise") else None

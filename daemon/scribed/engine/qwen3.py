@@ -38,8 +38,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import ctypes
-import ctypes.util
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,6 +56,7 @@ from scribed.engine import budget, encoder, greedy, kvcache, prepack
 from scribed.engine.cpushare import CoreShare
 from scribed.engine.types import ChunkRequest, ChunkResult
 from scribed.errors import ModelError
+from scribed.system.libc import libc
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
@@ -110,15 +109,7 @@ def release_freed_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def _load_libc() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:  # pragma: no cover - not glibc
-        return None
-
-
-_LIBC = _load_libc()
+_LIBC = libc() if hasattr(libc(), "malloc_trim") else None  # glibc only
 
 
 def cpu_threads() -> int:

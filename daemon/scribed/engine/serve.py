@@ -34,11 +34,10 @@ if TYPE_CHECKING:
 
 def _die_with_parent() -> None:
     """Linux: SIGKILL this worker if the daemon dies, so no orphan keeps the GPU or a file."""
-    try:
-        import ctypes
+    from scribed.system.libc import libc
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    try:
+        libc().prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         if os.getppid() == 1:  # the parent died before prctl took effect
             os._exit(1)
     except (OSError, AttributeError):

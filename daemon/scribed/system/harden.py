@@ -68,8 +68,9 @@ def disable_core_dumps() -> None:
         logger.debug("cannot set RLIMIT_CORE to 0: {}", exc)
     if sys.platform.startswith("linux"):
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            from scribed.system.libc import libc
+
+            if libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
                 logger.debug("prctl(PR_SET_DUMPABLE, 0) failed: errno {}", ctypes.get_errno())
         except (OSError, AttributeError) as exc:
             logger.debug("prctl unavailable: {}", exc)

@@ -248,3 +248,16 @@ print(len(samples.samples) > 15000)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "True"
     assert "process creation blocked" not in proc.stderr, proc.stderr
+
+
+def test_the_engine_modules_load_in_a_hardened_worker_without_starting_anything(tmp_path: Path) -> None:
+    """The engine's C-library lookups (malloc_trim, madvise, prctl) use the process's own symbols:
+    importing them after hardening asks for no process (find_library would have run ldconfig)."""
+    proc = _hardened(tmp_path, """
+harden.harden_process(cfg, "worker")
+from scribed.engine import prepack, qwen3
+print(qwen3._LIBC is not None, prepack._LIBC is not None)
+""")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-2:] == ["True", "True"]
+    assert "process creation blocked" not in proc.stderr, proc.stderr
