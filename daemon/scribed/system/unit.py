@@ -3,8 +3,11 @@
 Contract of :func:`service_command`: returns the CLI exit status and prints what it did.
 ``install`` renders ``systemd/scribed.service`` (the ExecStart= line gets the absolute path of the
 scribed executable and ``--config PATH``; the ReadWritePaths= lines get every folder the config
-says scribed writes to), writes it to ``$XDG_CONFIG_HOME/systemd/user/scribed.service``, reloads
-the user manager and enables + starts the service. ``uninstall`` stops, disables and removes it.
+says scribed writes to; with ``cluster.broker`` set -- a cluster coordinator, which must reach
+its broker -- ``PrivateNetwork=no`` and IPv4/IPv6 sockets in ``RestrictAddressFamilies=``, the
+in-process guard still allowing the broker's address alone), writes it to
+``$XDG_CONFIG_HOME/systemd/user/scribed.service``, reloads the user manager and enables + starts
+the service. ``uninstall`` stops, disables and removes it.
 ``status`` shows ``systemctl --user status`` and the last 20 journal lines. ``unit`` prints the
 unit ``install`` would write, for installing by hand (no user manager needed). Without a
 reachable systemd user manager the others print why and return 2. Every error line starts with
@@ -62,17 +65,31 @@ def quote_path(path: str) -> str:
     return _quote(str(path).replace("%", "%%"))
 
 
-def render_unit(template: str, exec_start: Sequence[str], write_paths: Iterable[Path]) -> str:
+# A cluster coordinator talks to its broker over TCP: the sandbox's network directives, opened
+# just that far (IPAddressAllow= would narrow it to the broker, but user managers ignore IP
+# filtering; scribed's in-process guard allows the broker's address and port alone).
+_BROKER_NETWORK = {
+    "PrivateNetwork": ["# cluster.broker is set: this coordinator must reach the broker (the in-process",
+                       "# guard allows its address and port alone).", "PrivateNetwork=no"],
+    "RestrictAddressFamilies": ["RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6"],
+}
+
+
+def render_unit(template: str, exec_start: Sequence[str], write_paths: Iterable[Path], *,
+                broker: bool = False) -> str:
     """``template`` with its ExecStart= line and ReadWritePaths= lines replaced.
 
     Each write path becomes ``ReadWritePaths=-PATH`` ("-": a missing folder does not stop the
-    service from starting). Raises ScribedError if the template lacks either directive.
+    service from starting). ``broker``: the network directives of a cluster coordinator
+    (:data:`_BROKER_NETWORK`). Raises ScribedError if the template lacks a directive it replaces.
     """
     exec_line = "ExecStart=" + " ".join(quote_arg(a) for a in exec_start)
     rw_lines = [f"ReadWritePaths={quote_path('-' + str(p))}" for p in write_paths]
     out: list[str] = []
     seen_exec = seen_rw = False
+    network = dict(_BROKER_NETWORK) if broker else {}
     for line in template.splitlines():
+        key = line.partition("=")[0]
         if line.startswith("ExecStart="):
             out.append(exec_line)
             seen_exec = True
@@ -80,10 +97,14 @@ def render_unit(template: str, exec_start: Sequence[str], write_paths: Iterable[
             if not seen_rw:
                 out.extend(rw_lines)
             seen_rw = True
+        elif key in network:
+            out.extend(network.pop(key))
         else:
             out.append(line)
-    if not (seen_exec and seen_rw):
-        raise ScribedError(f"the unit template {UNIT_NAME} has no ExecStart= or ReadWritePaths= line")
+    if not (seen_exec and seen_rw) or network:
+        missing = ", ".join(["ExecStart="] * (not seen_exec) + ["ReadWritePaths="] * (not seen_rw)
+                            + [f"{key}=" for key in network])
+        raise ScribedError(f"the unit template {UNIT_NAME} has no {missing} line")
     return "\n".join(out) + "\n"
 
 
@@ -177,7 +198,7 @@ def rendered_unit(config_path: Path | None) -> tuple[str, list[Path]]:
     if config_path is not None:
         command += ["--config", str(Path(os.path.abspath(config_path.expanduser())))]
     paths = writable_paths(cfg)
-    text = render_unit(unit_template(), command, paths)
+    text = render_unit(unit_template(), command, paths, broker=cfg.cluster.broker is not None)
     needed = [*paths, Path(command[0]), *([Path(command[-1])] if config_path else []), cfg.model.cache_dir]
     for path in dict.fromkeys(Path(os.path.abspath(p)) for p in needed if p is not None):
         if any(path.is_relative_to(tmp) for tmp in _PRIVATE_TMP):

@@ -261,6 +261,23 @@ def test_unit_lists_per_folder_output_and_archive_folders(env: Env, capsys: pyte
                      f"-{env.home / 'legal-archive'}", f"-{env.home / '.local' / 'state' / 'scribed'}"]
 
 
+def test_a_cluster_coordinators_unit_may_reach_the_network(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """With cluster.broker the daemon is a coordinator and must reach its broker: the unit says
+    so itself (no hand-written override); without it, no network at all."""
+    assert service_command("unit", env.config) == 0
+    single = _directives(capsys.readouterr().out)
+    assert single["PrivateNetwork"] == ["yes"] and single["RestrictAddressFamilies"] == ["AF_UNIX AF_NETLINK"]
+    env.config.write_text(env.config.read_text() + "\ncluster:\n  broker: redis://scribed@10.0.0.5:6379/0\n")
+    assert service_command("unit", env.config) == 0
+    text = capsys.readouterr().out
+    coordinator = _directives(text)
+    assert coordinator["PrivateNetwork"] == ["no"]
+    assert coordinator["RestrictAddressFamilies"] == ["AF_UNIX AF_NETLINK AF_INET AF_INET6"]
+    assert "must reach the broker" in text
+    assert {k: v for k, v in coordinator.items() if k not in ("PrivateNetwork", "RestrictAddressFamilies")} == {
+        k: v for k, v in single.items() if k not in ("PrivateNetwork", "RestrictAddressFamilies")}
+
+
 def test_unit_warns_about_folders_the_private_tmp_hides(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     env.config.write_text("watch:\n  folders: [/tmp/scribed-inbox-of-a-test]\n")
     assert service_command("unit", env.config) == 0
@@ -311,6 +328,15 @@ def test_rendered_unit_passes_systemd_analyze_verify(env: Env) -> None:
     proc = _analyze(env, "verify", "--user", str(env.user_dir / UNIT_NAME))
     assert proc.returncode == 0, proc.stderr
     assert "scribed.service" not in proc.stderr, proc.stderr  # no warnings about our unit
+
+
+def test_a_coordinators_rendered_unit_passes_systemd_analyze_verify(env: Env) -> None:
+    env.config.write_text(env.config.read_text() + "\ncluster:\n  broker: redis://scribed@10.0.0.5:6379/0\n")
+    assert service_command("install", env.config, user_dir=env.user_dir) == 0
+    assert "PrivateNetwork=no" in (env.user_dir / UNIT_NAME).read_text()
+    proc = _analyze(env, "verify", "--user", str(env.user_dir / UNIT_NAME))
+    assert proc.returncode == 0, proc.stderr
+    assert "scribed.service" not in proc.stderr, proc.stderr
 
 
 def test_template_passes_systemd_analyze_verify(env: Env) -> None:
