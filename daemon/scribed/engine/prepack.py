@@ -1,14 +1,15 @@
-"""Linear layers of a CPU model run by oneDNN: bfloat16 weights pre-packed, float32 weights as they are.
+"""Linear layers of a CPU model run by oneDNN with pre-packed weights (tied ones as they are).
 
 Contract:
 - :func:`pack_linears` replaces, in place, the weight of every ``nn.Linear`` of ``model`` whose
-  weight is bfloat16 on the CPU and not shared with another module (a tied ``lm_head`` stays as
-  it is: packing it would keep a second copy of the embedding) by oneDNN's blocked layout, and
-  routes the layer's ``forward`` through ``torch.ops.mkldnn._linear_pointwise``. It returns what
-  it did (:class:`Packed`). Nothing is changed where those operators are missing, for another
-  dtype or device, or for a weight shape whose packed product is not bit-identical to
-  ``F.linear`` on a probe input (checked once per shape): the output of a packed model is the
-  output of the unpacked one.
+  weight is bfloat16 or float32 on the CPU and not shared with another module (a tied ``lm_head``
+  stays as it is: packing it would keep a second copy of the embedding) by oneDNN's blocked
+  layout, and routes the layer's ``forward`` through ``torch.ops.mkldnn._linear_pointwise``. It
+  returns what it did (:class:`Packed`). Nothing is changed where those operators are missing,
+  for another dtype or device, or for a weight shape whose packed product fails a probe input
+  (checked once per shape): in bfloat16 it must be bit-identical to ``F.linear`` (the output of
+  a packed model is the output of the unpacked one), in float32 within float32 rounding of it
+  (as :func:`route_float32`: last-bit differences, another summation order).
 - The original weight is dropped; when it lived in a file mapping (a safetensors checkpoint
   loaded with mmap, which keeps the whole file mapped while any of its tensors is alive), its
   pages are released with ``madvise(MADV_DONTNEED)``, so the packed copy replaces it in memory
@@ -29,7 +30,12 @@ on AMD CPUs streams the weights at about half the memory bandwidth: measured on 
 (AVX2), one row of 100 plain 3072x1024 float32 weights took 104 ms in MKL and 62 ms in oneDNN,
 sixteen rows 277 vs 199 ms, the tied 151936x1024 output layer 50 vs 26 ms at one row; the whole
 0.6B decode step 297-345 -> 237-245 ms (batch 1) and 1083-1104 -> 762-803 ms (batch 16). A packed
-float32 copy was no faster than the plain weight in oneDNN, so float32 weights are not copied.
+float32 copy was no faster than the plain weight at one row, but it is at every other row count:
+packed for 16 rows (:data:`FLOAT32_ROWS_HINT`), 100 3072x1024 weights on the same Zen 3 took
+60-68 vs 80-100 ms at 2 rows, 82 vs 128 at 8, 120 vs 136-198 at 16, and 10 of them 199-217 vs
+237-254 ms at 480 rows (a prompt), against 54-65 vs 48-54 ms at one row (docs/performance.md,
+session 9). Only a one-chunk memo decodes at one row, so untied float32 weights are packed too
+(replacing the plain weight: no memory added).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ import torch
 from scribed.system.libc import libc
 
 MADV_DONTNEED = 4
+#: Row count float32 weights are packed for: faster than the plain layout from 2 rows up (module doc).
+FLOAT32_ROWS_HINT = 16
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ def available() -> bool:
         return False
     weight = torch.zeros(8, 16, dtype=torch.bfloat16)
     try:  # oneDNN refuses bf16 on CPUs without the instructions (e.g. AVX2-only Zen 3)
-        return _identical(weight, ops._reorder_linear_weight(weight, 1), None)
+        return _identical(weight, None, ops._reorder_linear_weight(weight, 1))
     except RuntimeError:
         return False
 
@@ -79,6 +87,19 @@ def float32_available() -> bool:
         return False
     try:
         return _close(torch.ones(8, 16), None)
+    except RuntimeError:
+        return False
+
+
+@functools.cache
+def float32_packs() -> bool:
+    """True when oneDNN packs float32 linear weights here and the packed product is within
+    float32 rounding of ``F.linear`` (probed once with a tiny weight)."""
+    if not (float32_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    weight = torch.ones(8, 16)
+    try:
+        return _close(weight, None, torch.ops.mkldnn._reorder_linear_weight(weight, FLOAT32_ROWS_HINT))
     except RuntimeError:
         return False
 
@@ -105,23 +126,27 @@ def route_float32(model: torch.nn.Module) -> int:
 def pack_linears(model: torch.nn.Module, *, rows_hint: int = 1) -> Packed:
     """Pack ``model``'s eligible linear weights in place (see the module contract).
 
-    ``rows_hint`` is the row count oneDNN chooses the blocking for; any row count still works.
+    ``rows_hint`` is the row count oneDNN chooses the bfloat16 blocking for (float32:
+    :data:`FLOAT32_ROWS_HINT`); any row count still works.
     """
-    if not available():
+    kinds = [(torch.bfloat16, rows_hint, _identical)] if available() else []
+    if float32_packs():
+        kinds.append((torch.float32, FLOAT32_ROWS_HINT, _close))
+    if not kinds:
         return Packed()
     shared = _shared_weights(model)
-    verified: dict[tuple[int, int], bool] = {}
+    verified: dict[tuple[torch.dtype, int, int], bool] = {}
     files = _file_mappings()
     layers = weight_bytes = released = 0
-    for module, weight in _cpu_linears(model, torch.bfloat16):
-        if id(weight) in shared:
-            continue
+    eligible = [(module, weight, hint, probe) for dtype, hint, probe in kinds
+                for module, weight in _cpu_linears(model, dtype) if id(weight) not in shared]
+    for module, weight, hint, probe in eligible:
         with torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows_hint)
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), hint)
             bias = None if module.bias is None else module.bias.detach()
-            shape = (weight.shape[0], weight.shape[1])
+            shape = (weight.dtype, weight.shape[0], weight.shape[1])
             if shape not in verified:
-                verified[shape] = _identical(weight.detach(), packed, bias)
+                verified[shape] = probe(weight.detach(), bias, packed)
         if not verified[shape]:
             continue
         released += _release(weight.detach(), files)
@@ -145,7 +170,8 @@ def _cpu_linears(model: torch.nn.Module, dtype: torch.dtype) -> list[tuple[torch
 
 
 def _packed_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+    bias = None if self.bias is None else self.bias.detach()  # as in _onednn_forward
+    return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, bias, "none", [], "")
 
 
 def _onednn_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -156,16 +182,17 @@ def _onednn_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, self.weight.detach(), bias, "none", [], "")
 
 
-def _close(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """oneDNN's float32 product agrees with ``F.linear`` on a fixed probe (one and several rows)
-    within float32 rounding: each element within 1e-5 of ``|x| * |w_row| + |b|`` (Cauchy-Schwarz:
-    at least the sum of the magnitudes it adds up; norms, not a second product, keep the probe of
-    the 622 MB output layer cheap)."""
+def _close(weight: torch.Tensor, bias: torch.Tensor | None, operand: torch.Tensor | None = None) -> bool:
+    """oneDNN's float32 product with ``operand`` (default: the plain ``weight``; else its packed
+    copy) agrees with ``F.linear`` on a fixed probe (one and several rows) within float32
+    rounding: each element within 1e-5 of ``|x| * |w_row| + |b|`` (Cauchy-Schwarz: at least the
+    sum of the magnitudes it adds up; norms, not a second product, keep the probe of the 622 MB
+    output layer cheap)."""
     g = torch.Generator().manual_seed(0)
     row_norms = torch.linalg.vector_norm(weight, dim=1)
     for rows in (1, 7):
         x = torch.randn(rows, weight.shape[1], generator=g)
-        got = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        got = torch.ops.mkldnn._linear_pointwise(x, weight if operand is None else operand, bias, "none", [], "")
         want = torch.nn.functional.linear(x, weight, bias)
         scale = torch.linalg.vector_norm(x, dim=1, keepdim=True) * row_norms
         if bias is not None:
@@ -175,7 +202,7 @@ def _close(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     return True
 
 
-def _identical(weight: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> bool:
+def _identical(weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor) -> bool:
     """The packed product equals ``F.linear`` bit for bit on a fixed probe (one and several rows)."""
     g = torch.Generator().manual_seed(0)
     for rows in (1, 7):

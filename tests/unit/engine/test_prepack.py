@@ -43,7 +43,7 @@ def test_a_packed_bf16_model_gives_bit_identical_logits_and_transcripts(tiny_mod
 
 
 @packs
-def test_float32_tied_and_non_linear_weights_are_left_alone() -> None:
+def test_tied_and_non_linear_weights_are_left_alone() -> None:
     model = torch.nn.Module()
     model.f32 = torch.nn.Linear(16, 8)
     model.embed = torch.nn.Embedding(10, 16).to(torch.bfloat16)
@@ -52,9 +52,10 @@ def test_float32_tied_and_non_linear_weights_are_left_alone() -> None:
     model.own = torch.nn.Linear(16, 12).to(torch.bfloat16)
     x = torch.randn(3, 16).to(torch.bfloat16)
     want = model.own(x)
+    f32_packs = prepack.float32_packs()  # float32 layers are packed too where oneDNN can
     done = prepack.pack_linears(model)
-    assert done.layers == 1 and done.weight_bytes == 12 * 16 * 2
-    assert isinstance(model.f32.weight, torch.nn.Parameter) and model.head.weight is model.embed.weight
+    assert done.layers == 1 + f32_packs and done.weight_bytes == 12 * 16 * 2 + f32_packs * 8 * 16 * 4
+    assert isinstance(model.f32.weight, torch.nn.Parameter) != f32_packs and model.head.weight is model.embed.weight
     assert not hasattr(model.own, "weight") or model.own.weight is None
     assert torch.equal(model.own(x), want)
 
@@ -62,9 +63,9 @@ def test_float32_tied_and_non_linear_weights_are_left_alone() -> None:
 @packs
 def test_a_packed_weight_that_differs_is_refused_by_the_probe() -> None:
     weight = torch.randn(8, 16).to(torch.bfloat16)
-    assert prepack._identical(weight, torch.ops.mkldnn._reorder_linear_weight(weight, 1), None)
+    assert prepack._identical(weight, None, torch.ops.mkldnn._reorder_linear_weight(weight, 1))
     other = torch.ops.mkldnn._reorder_linear_weight(weight + 1, 1)
-    assert not prepack._identical(weight, other, None)
+    assert not prepack._identical(weight, None, other)
 
 
 def _file_rss_kb(path: Path) -> int:
@@ -122,10 +123,14 @@ routes = pytest.mark.skipif(not prepack.float32_available(), reason="this torch 
 def test_a_float32_model_run_by_onednn_gives_the_same_transcripts(tiny_model: Path) -> None:
     plain, routed = _engine(tiny_model, False, "float32"), _engine(tiny_model, True, "float32")
     linears = [m for m in routed.model.modules() if isinstance(m, torch.nn.Linear)]
-    assert plain.routed_float32 == 0 and routed.routed_float32 == len(linears) > 0
-    # nothing copied: every weight (the tied output layer too) is still the checkpoint's tensor
+    packed = [m for m in linears if hasattr(m, "packed_weight")]
+    assert plain.routed_float32 == plain.packed.layers == 0
+    assert routed.packed.layers == len(packed) and routed.routed_float32 + len(packed) == len(linears) > 0
+    if prepack.float32_packs():  # every untied layer packed; only the tied output layer routed as it is
+        assert routed.routed_float32 == 1 and len(packed) == len(linears) - 1
+        assert all("weight" not in dict(m.named_parameters(recurse=False)) for m in packed)
+    # nothing copied: the tied output layer is still the embedding's tensor
     assert routed.model.get_output_embeddings().weight is routed.model.get_input_embeddings().weight
-    assert all(isinstance(m.weight, torch.nn.Parameter) for m in linears)
     audio = [_speechlike(np.random.default_rng(seed), 2.0 + seed) for seed in range(3)]
     inputs = plain.processor.apply_transcription_request(audio, language=None)
     with torch.inference_mode():
@@ -157,3 +162,38 @@ def test_bfloat16_weights_are_not_routed_and_an_onednn_product_that_differs_is_r
     finally:
         monkeypatch.undo()
         prepack.float32_available.cache_clear()
+
+
+packs32 = pytest.mark.skipif(not prepack.float32_packs(), reason="this oneDNN does not pack float32 linear weights")
+
+
+@packs32
+def test_float32_weights_are_packed_in_place_and_a_packed_product_that_differs_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model = torch.nn.Module()
+    model.a = torch.nn.Linear(64, 48)
+    model.b = torch.nn.Linear(48, 40, bias=False)
+    model.embed = torch.nn.Embedding(10, 40)
+    model.head = torch.nn.Linear(40, 10, bias=False)
+    model.head.weight = model.embed.weight  # tied: left as it is
+    x = torch.randn(5, 64)
+    want = model.head(model.b(model.a(x)))
+    wa, ba = model.a.weight.detach().clone(), model.a.bias.detach().clone()
+    done = prepack.pack_linears(model)
+    assert done.layers == 2 and done.weight_bytes == (48 * 64 + 40 * 48) * 4
+    assert hasattr(model.a, "packed_weight") and hasattr(model.b, "packed_weight")
+    assert not hasattr(model.a, "weight") and model.head.weight is model.embed.weight
+    got = model.head(model.b(model.a(x)))
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5) and not model.a(x).requires_grad
+    for rows in (1, 2, 16, 480):  # any row count, whatever the blocking was chosen for
+        y = torch.randn(rows, 64)
+        assert torch.allclose(model.a(y), torch.nn.functional.linear(y, wa, ba), rtol=1e-5, atol=1e-5)
+
+    real = torch.ops.mkldnn._linear_pointwise
+
+    def off(*args: object) -> torch.Tensor:
+        return real(*args) * 1.001  # a 0.1 % error: far beyond float32 rounding
+
+    other = torch.nn.Linear(64, 48)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", off)
+    assert prepack.pack_linears(other).layers == 0 and isinstance(other.weight, torch.nn.Parameter)
