@@ -144,16 +144,22 @@ def test_a_foreign_failure_note_is_never_removed(tmp_path: Path, inbox: Path, jo
     assert spec.failure_note == inbox / "good.failed.txt"
 
 
+def _failed_then_retried(cfg: Config, journal: Journal, rec: Path, error: str) -> tuple[JobSpec, JobSpec]:
+    """``rec`` queued, failed for good with ``error`` (its note written), then ``scribed retry``:
+    the first attempt's spec and the retry's."""
+    rec.write_bytes(rec.name.encode())
+    jobs.intake(cfg, journal, settled(rec, rec.parent))
+    (spec,) = jobs.plan_batch(cfg, journal)
+    assert jobs.finish(cfg, journal, Result(spec.job_id, "final", error)) == "failed"
+    assert error in spec.failure_note.read_text()
+    journal.reset(spec.job_id)
+    (again,) = jobs.plan_batch(cfg, journal)
+    return spec, again
+
+
 def test_final_failures_write_a_note_that_a_later_one_replaces(tmp_path: Path, inbox: Path, journal: Journal) -> None:
     cfg = _cfg(tmp_path, inbox)
-    rec = inbox / "bad.wav"
-    rec.write_bytes(b"bad")
-    jobs.intake(cfg, journal, settled(rec, inbox))
-    (spec,) = jobs.plan_batch(cfg, journal)
-    assert jobs.finish(cfg, journal, Result(spec.job_id, "final", "not audio")) == "failed"
-    assert "not audio" in spec.failure_note.read_text()
-    journal.reset(spec.job_id)  # scribed retry
-    (again,) = jobs.plan_batch(cfg, journal)
+    spec, again = _failed_then_retried(cfg, journal, inbox / "bad.wav", "not audio")
     assert jobs.finish(cfg, journal, Result(again.job_id, "final", "still not audio")) == "failed"
     assert "still not audio" in spec.failure_note.read_text()  # its own note: replaced
 
@@ -165,13 +171,7 @@ def test_a_transcript_that_appeared_meanwhile_skips_the_recording_without_a_note
     removed; a later rescan leaves it skipped."""
     cfg = _cfg(tmp_path, inbox)
     rec = inbox / "race.wav"
-    rec.write_bytes(b"race")
-    jobs.intake(cfg, journal, settled(rec, inbox))
-    (spec,) = jobs.plan_batch(cfg, journal)
-    assert jobs.finish(cfg, journal, Result(spec.job_id, "final", "disk was unplugged")) == "failed"
-    assert spec.failure_note.exists()  # the first attempt's note
-    journal.reset(spec.job_id)  # scribed retry
-    (again,) = jobs.plan_batch(cfg, journal)
+    spec, again = _failed_then_retried(cfg, journal, rec, "disk was unplugged")  # the first attempt's note
     (inbox / "race.txt").write_text("written by the other host\n")
     reason = f"cannot write transcript for {str(rec)!r}: a file scribed did not write is in the way"
     assert jobs.finish(cfg, journal, Result(again.job_id, "skipped", reason)) == "skipped"
