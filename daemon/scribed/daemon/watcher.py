@@ -34,6 +34,7 @@ Contract:
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import stat
 import threading
@@ -301,7 +302,8 @@ class FolderWatcher:
             if len(self._touched) <= rescan.MAX_FILES:
                 touched, self._touched = self._touched, {}
             else:  # a tree moved in arrives as one event per file: a slice per poll, oldest first
-                touched = {path: self._touched.pop(path) for path in list(self._touched)[: rescan.MAX_FILES]}
+                touched = {path: self._touched.pop(path)
+                           for path in list(itertools.islice(self._touched, rescan.MAX_FILES))}
             new_dirs, self._new_dirs = self._new_dirs, set()
         for folder in sorted(new_dirs):
             root = self._scope.root_of(folder)

@@ -232,6 +232,10 @@ def probe_duration(path: str | os.PathLike[str], *, root: str | os.PathLike[str]
 # --------------------------------------------------------------------------------------- internals
 
 
+class _FolderRefused(OSError):
+    """A folder between the root and the file could not be opened without following a link."""
+
+
 def _open_file(name: str, root: str | os.PathLike[str] | None = None) -> BinaryIO:
     """Open ``name`` for reading without following a link, nor one below ``root`` when given
     (a seam so tests can make reads fail)."""
@@ -254,14 +258,10 @@ def _open_file(name: str, root: str | os.PathLike[str] | None = None) -> BinaryI
         os.close(folder)
 
 
-class _FolderRefused(OSError):
-    """A folder between the root and the file could not be opened without following a link."""
-
-
 def _open_checked(name: str, root: str | os.PathLike[str] | None = None) -> tuple[BinaryIO, os.stat_result]:
     """The opened file and its fstat, or AudioError: everything is judged on the descriptor."""
     try:
-        fh = _open_file(name) if root is None else _open_file(name, root)
+        fh = _open_file(name, root)
     except ValueError:
         raise AudioError(name, f"not inside its watched folder {str(root)!r}") from None
     except OSError as exc:
