@@ -244,6 +244,7 @@ class FolderWatcher:
         self._next_rescan = float("inf")
         self._next_missing = float("inf")
         self._scan = rescan.Rescan()
+        self._event_backlog = False  # the last poll left recorded events for the next one
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -273,9 +274,7 @@ class FolderWatcher:
     def scanning(self) -> bool:
         """A rescan is under way, or more events wait than one poll takes (the caller may poll
         again without waiting)."""
-        with self._lock:
-            backlog = bool(self._touched)
-        return self._scan.active or backlog
+        return self._scan.active or self._event_backlog
 
     def examining(self) -> int:
         """How many settled files are being hashed and probed (their results not yet collected)."""
@@ -304,6 +303,7 @@ class FolderWatcher:
             else:  # a tree moved in arrives as one event per file: a slice per poll, oldest first
                 touched = {path: self._touched.pop(path)
                            for path in list(itertools.islice(self._touched, rescan.MAX_FILES))}
+            self._event_backlog = bool(self._touched)  # not what arrives after this poll: normal traffic
             new_dirs, self._new_dirs = self._new_dirs, set()
         for folder in sorted(new_dirs):
             root = self._scope.root_of(folder)
