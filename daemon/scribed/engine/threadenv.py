@@ -19,6 +19,13 @@ each new primitive (1024 by default) with its buffers: at batch 8 the worker gre
 step in most runs, +0.8-1.3 GB over 120 steps (0.6B, bf16, 2 cores). With 16 entries the
 fixed-shape linear layers, used every step, stay cached (least recently used goes first) and
 the peak stayed flat in every run, at the same step time (docs/performance.md).
+
+The same for ideep, the layer between torch and oneDNN, which keeps its own least-recently-used
+cache of prepared operations (``LRU_CACHE_CAPACITY``, 1024 by default): :data:`IDEEP_CACHE`
+entries unless the environment sets it. Why: every model call brings new prompt shapes (rows x
+prompt length), and the float32 worker's allocated heap grew ~3-7 MB per call until the cache
+was full (+0.11 GB over 14 calls, part of a 60-minute recording's peak); bounded, it stayed flat
+and decode steps and prompts were as fast (interleaved runs, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ import sys
 
 SPIN_COUNT = "10000"
 PRIMITIVE_CACHE = "16"
+IDEEP_CACHE = "16"
 
 TORCH_WAS_LOADED = "torch" in sys.modules
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", PRIMITIVE_CACHE)
+os.environ.setdefault("LRU_CACHE_CAPACITY", IDEEP_CACHE)

@@ -39,10 +39,10 @@ def test_torch_imported_first_is_noticed() -> None:
     assert _run(pre="import torch; ")[-1] == "True"
 
 
-def _cache_capacity(**env: str) -> str:
-    base = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+def _cache_capacity(name: str = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", **env: str) -> str:
+    base = {k: v for k, v in os.environ.items() if k != name}
     base.update(env, PYTHONPATH=str(REPO / "daemon"))
-    code = "import os, scribed.engine.threadenv; print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"
+    code = f"import os, scribed.engine.threadenv; print(os.environ.get({name!r}))"
     return subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True,
                           check=True).stdout.strip()
 
@@ -55,3 +55,13 @@ def test_onednn_primitive_cache_is_bounded_by_default() -> None:
 
 def test_onednn_primitive_cache_from_the_environment_wins() -> None:
     assert _cache_capacity(ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024") == "1024"
+
+
+def test_ideep_cache_is_bounded_by_default() -> None:
+    from scribed.engine import threadenv
+
+    assert _cache_capacity("LRU_CACHE_CAPACITY") == threadenv.IDEEP_CACHE == "16"
+
+
+def test_ideep_cache_from_the_environment_wins() -> None:
+    assert _cache_capacity("LRU_CACHE_CAPACITY", LRU_CACHE_CAPACITY="1024") == "1024"
