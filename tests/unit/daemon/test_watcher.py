@@ -29,7 +29,7 @@ from scribed.config import WatchConfig
 from scribed.daemon import observers as observers_mod
 from scribed.daemon import rescan
 from scribed.daemon.settle import TICK_BUDGET, Examiner, sha256_fd
-from scribed.daemon.watcher import CLOSE_SETTLE_S, FolderWatcher, Ready, is_candidate
+from scribed.daemon.watcher import CLOSE_SETTLE_S, FolderWatcher, Ready
 
 SETTLE = 5.0
 RESCAN = 60.0
@@ -122,31 +122,6 @@ def infos_seen() -> Iterator[list[str]]:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-# -- is_candidate ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", [
-    "rec.m4a", "REC.WAV", "meeting 2024-05-21.mp3", "20240521_产品需求会_v2.m4a", "clip.mp4", "a.b.flac",
-])  # fmt: skip
-def test_candidate_accepts_recordings(name: str) -> None:
-    assert is_candidate(Path("/in") / name)
-
-
-@pytest.mark.parametrize("name", [
-    "notes.txt", "rec.m4a.txt", "rec", ".rec.m4a", ".rec.m4a.Ab12Cd", ".syncthing.rec.wav.tmp",
-    "~syncthing~rec.wav.tmp", "rec.mp3.part", ".~lock.rec.m4a#", "rec.~1a2b.m4a", ".dropbox.cache.m4a",
-    "~$report.m4a", "rec.m4a.crdownload", "rec.m4a.download", "rec.m4a.partial", "rec.m4a.tmp",
-    "rec.m4a.temp", ".rec.m4a.scribed-ab12.tmp", "rec.failed.txt", "rec.srt",
-])  # fmt: skip
-def test_candidate_rejects_temporaries_and_others(name: str) -> None:
-    assert not is_candidate(Path("/in") / name)
-
-
-def test_candidate_ignore_globs() -> None:
-    assert not is_candidate(Path("/in/draft-rec.m4a"), ["draft-*", "*.x"])
-    assert is_candidate(Path("/in/rec.m4a"), ["draft-*"])
 
 
 # -- delivery styles --------------------------------------------------------------------------------
