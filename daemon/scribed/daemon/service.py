@@ -34,7 +34,7 @@ from scribed.daemon import jobs, lock, status
 from scribed.daemon.cluster import cluster_worker_factory  # loads no celery/redis until used
 from scribed.daemon.journal import Journal, shown
 from scribed.daemon.worker import Exited, WorkerHandle
-from scribed.system import desktop, files, netguard
+from scribed.system import desktop, netguard, shred
 from scribed.system.sdnotify import Notifier
 
 HEARTBEAT_S = 2.0
@@ -138,7 +138,7 @@ class Daemon:
         """Recover, wipe stale temporaries, start watching and the worker."""
         _announce(self.cfg, self.journal)
         jobs.recover(self.cfg, self.journal)
-        files.wipe_stale_temporaries(_written_folders(self.cfg), self.cfg.policy.secure_delete_passes,
+        shred.wipe_stale_temporaries(_written_folders(self.cfg), self.cfg.policy.secure_delete_passes,
                                      max_depth=self.cfg.watch.max_depth)  # logs what it wiped
         self._watch()
         self._start_worker(now)

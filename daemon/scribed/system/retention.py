@@ -31,9 +31,9 @@ from loguru import logger
 
 from scribed.errors import ScribedError
 from scribed.identity import FileIdentity
-from scribed.system import files
-from scribed.system.files import HARDLINKED  # config's policy.hardlinked choices, with STRATEGIES
+from scribed.system import files, shred
 from scribed.system.names import fit_name, temp_name
+from scribed.system.shred import HARDLINKED  # config's policy.hardlinked choices, with STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Strategy:
 
 
 def _delete(job: Retained) -> None:
-    files.secure_delete_at(job.folder_fd, job.name, job.passes, expect=job.identity, hardlinked=job.hardlinked)
+    shred.secure_delete_at(job.folder_fd, job.name, job.passes, expect=job.identity, hardlinked=job.hardlinked)
     logger.info("deleted recording {} (transcript written)", job.source)
     return None
 
@@ -142,11 +142,11 @@ def _copy_across(job: Retained, dest_fd: int) -> str:
             raise ScribedError(f"not archiving {str(job.source)!r}: no free name in the archive")
     except BaseException:
         with contextlib.suppress(OSError, ScribedError):  # a partial copy of the recording is still the recording
-            files.secure_delete_at(dest_fd, partial, job.passes, hardlinked="overwrite")
+            shred.secure_delete_at(dest_fd, partial, job.passes, hardlinked="overwrite")
         raise
     finally:
         os.close(src)
-    files.secure_delete_at(job.folder_fd, job.name, job.passes, expect=job.identity, hardlinked=job.hardlinked)
+    shred.secure_delete_at(job.folder_fd, job.name, job.passes, expect=job.identity, hardlinked=job.hardlinked)
     return final
 
 

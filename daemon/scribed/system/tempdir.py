@@ -17,7 +17,7 @@ from pathlib import Path
 from loguru import logger
 
 from scribed.errors import ConfigError
-from scribed.system import files
+from scribed.system import files, shred
 from scribed.system.fstype import existing_ancestor, filesystem_type, is_network_filesystem
 
 TEMP_PREFIX = "scribed-"
@@ -84,7 +84,7 @@ class PrivateTempDir:
         path = Path(path)
         if path.parent.resolve() != self.path.resolve():
             raise ValueError(f"{str(path)!r} is not inside the private temp dir {str(self.path)!r}")
-        files.secure_delete(path, self.passes)
+        shred.secure_delete(path, self.passes)
 
     def wipe_stale(self) -> int:
         """Securely delete every ``scribed-*`` file left by a crash; returns how many."""
@@ -94,7 +94,7 @@ class PrivateTempDir:
             with os.scandir(dir_fd) as entries:
                 for entry in entries:
                     if entry.name.startswith(TEMP_PREFIX) and not entry.is_dir(follow_symlinks=False):
-                        files.secure_delete_at(dir_fd, entry.name, self.passes, hardlinked="overwrite")
+                        shred.secure_delete_at(dir_fd, entry.name, self.passes, hardlinked="overwrite")
                         count += 1
         finally:
             os.close(dir_fd)
