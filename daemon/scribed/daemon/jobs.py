@@ -38,7 +38,8 @@ from loguru import logger
 
 from scribed import output
 from scribed.config import Config, FolderSettings
-from scribed.daemon.journal import Job, Journal, shown
+from scribed.daemon.journal import Job, Journal
+from scribed.daemon.journal_db import shown
 from scribed.errors import ScribedError
 from scribed.identity import FileIdentity
 from scribed.protocol import JobOptions, JobSpec, Result

@@ -16,18 +16,15 @@ Contract:
 - Attempts count at dispatch; an attempt that was not the file's fault (stop, transient error,
   changed content) is given back. Transient errors wait until ``retry_at`` (wall clock).
 - Done is written only after the transcript is on disk (the caller's order).
-- Any name the file system accepts is stored: names that are not valid UTF-8 are stored as hex
-  of their bytes behind :data:`BYTES_MARK` (see :func:`encode_path`).
-- The database and its WAL files are 0600 whatever the umask or an existing state folder.
+- Any name the file system accepts is stored exactly, and the database and its WAL files are
+  0600 whatever the umask: the storage layer is :mod:`scribed.daemon.journal_db`.
 - Safe to read from another process (``scribed status``) while the daemon writes; writes from
   another process (``scribed retry``) wait for the daemon's transaction.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -36,81 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from scribed.daemon.journal_db import connect, connect_readonly, decode_path, encode_path
 from scribed.identity import FileIdentity
 
 if TYPE_CHECKING:
     from scribed.daemon.settle import Ready
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    root TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    audio_s REAL,
-    outputs TEXT,
-    language TEXT,
-    queued_at REAL,
-    started_at REAL,
-    finished_at REAL,
-    progress_done INTEGER NOT NULL DEFAULT 0,
-    progress_total INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Columns added after the first release: an existing journal gets them by ALTER TABLE.
-COLUMNS = {
-    "dev": "INTEGER",
-    "failure_note": "TEXT",
-    "written": "TEXT",
-    "changed": "INTEGER NOT NULL DEFAULT 0",
-    "transient": "INTEGER NOT NULL DEFAULT 0",
-    "transient_since": "REAL",
-    "retry_at": "REAL",
-}
-INDEXES = """
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queued_at);
-CREATE INDEX IF NOT EXISTS jobs_inode ON jobs(inode);
-CREATE INDEX IF NOT EXISTS jobs_sha256 ON jobs(sha256);
-"""
-
 STATES = ("queued", "working", "done", "failed", "changed", "gone", "skipped")
-BYTES_MARK = "bytes:"
 _RESET = ("attempts=0, last_error=NULL, started_at=NULL, finished_at=NULL, progress_done=0, progress_total=0,"
           " changed=0, transient=0, transient_since=NULL, retry_at=NULL")
-
-
-def encode_path(path: Path | str) -> str:
-    """Text for ``path`` that SQLite can store and :func:`decode_path` turns back into it exactly.
-
-    A name that is valid UTF-8 is stored as is; any other (invalid bytes, decoded by Python as
-    surrogates), or one that happens to start with the mark, as the mark plus hex of its bytes.
-    """
-    raw = os.fsencode(path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is None or text.startswith(BYTES_MARK):
-        return BYTES_MARK + raw.hex()
-    return text
-
-
-def decode_path(text: str) -> Path:
-    if text.startswith(BYTES_MARK):
-        return Path(os.fsdecode(bytes.fromhex(text[len(BYTES_MARK):])))
-    return Path(text)
-
-
-def shown(path: Path | str) -> str:
-    """``path`` for people (terminals, status lines): undecodable bytes as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _text(message: str | None) -> str | None:
@@ -159,7 +90,7 @@ class Journal:
     def __init__(self, path: Path, *, readonly: bool = False, wall_clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._now = wall_clock
-        self.db = _connect_readonly(path) if readonly else _connect(path)
+        self.db = connect_readonly(path) if readonly else connect(path)
         self.db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -369,36 +300,3 @@ def _job(row: sqlite3.Row) -> Job:
                row["progress_total"], identity, _paths(row["outputs"]), decode_path(note) if note else None,
                _identities(col("written")), bool(col("changed", 0)), col("transient", 0) or 0,  # type: ignore[arg-type]
                col("transient_since"), col("retry_at"))  # type: ignore[arg-type]
-
-
-
-def _connect_readonly(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, isolation_level=None)
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating or migrating) the journal for writing; its files are 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _private_file(path)  # SQLite gives its -wal/-shm files the database's mode
-    db = sqlite3.connect(path, timeout=30, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")  # "done" must survive a power cut
-    db.executescript(SCHEMA)
-    have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-    for name, decl in COLUMNS.items():
-        if name not in have:
-            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
-    db.executescript(INDEXES)
-    for suffix in ("-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(f"{path}{suffix}", 0o600)
-    return db
-
-
-def _private_file(path: Path) -> None:
-    """Create ``path`` 0600 if missing; make it 0600 if it exists (an older journal, a wide umask)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)

@@ -31,7 +31,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver, PollingObserverVFS
 
 from scribed.config import WatchConfig
-from scribed.daemon.journal import shown
+from scribed.daemon.journal_db import shown
 from scribed.system.fstype import is_network_filesystem
 
 __all__ = ["Observers"]

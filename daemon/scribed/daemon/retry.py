@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 from scribed.config import Config
-from scribed.daemon.journal import Job, Journal, shown
+from scribed.daemon.journal import Job, Journal
+from scribed.daemon.journal_db import shown
 from scribed.errors import UsageError
 
 _RETRYABLE = ("failed", "done", "queued", "changed")

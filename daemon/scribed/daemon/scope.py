@@ -23,7 +23,7 @@ from pathlib import Path
 from loguru import logger
 
 from scribed.config import WatchConfig, expand_path
-from scribed.daemon.journal import shown
+from scribed.daemon.journal_db import shown
 from scribed.media.audio import AUDIO_EXTENSIONS
 from scribed.output import FAILED_SUFFIX, is_scribed_temp
 from scribed.system import files

@@ -32,7 +32,8 @@ from scribed import protocol
 from scribed.config import Config, FolderSettings, load_config
 from scribed.daemon import jobs, lock, status
 from scribed.daemon.cluster import cluster_worker_factory  # loads no celery/redis until used
-from scribed.daemon.journal import Journal, shown
+from scribed.daemon.journal import Journal
+from scribed.daemon.journal_db import shown
 from scribed.daemon.worker import Exited, WorkerHandle
 from scribed.system import desktop, netguard, shred
 from scribed.system.sdnotify import Notifier

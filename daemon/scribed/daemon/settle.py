@@ -34,7 +34,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from scribed.daemon.journal import shown
+from scribed.daemon.journal_db import shown
 from scribed.identity import FileIdentity
 from scribed.media.audio import probe_duration
 from scribed.system import files

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from scribed.config import Config
-from scribed.daemon.journal import Journal, shown
+from scribed.daemon.journal import Journal
+from scribed.daemon.journal_db import shown
 from scribed.system.sdnotify import Notifier
 from scribed.text import format_clock
 

@@ -43,7 +43,7 @@ from loguru import logger
 
 from scribed.config import WatchConfig
 from scribed.daemon import rescan
-from scribed.daemon.journal import shown
+from scribed.daemon.journal_db import shown
 from scribed.daemon.observers import Observers
 from scribed.daemon.scope import Scope, is_candidate
 from scribed.daemon.settle import CHANGED, CLOSE_SETTLE_S, FAILED, GONE, Examiner, Ready, SettleQueue, Unsettled

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from fakes import settled
 
-from scribed.daemon.journal import BYTES_MARK, Job, Journal, decode_path, encode_path, shown
+from scribed.daemon.journal import Job, Journal
+from scribed.daemon.journal_db import BYTES_MARK, decode_path, encode_path, shown
 from scribed.identity import FileIdentity
 
 
