@@ -21,7 +21,7 @@ Contract:
   as this host sees those files), ``Progress`` as workers report it, and a keep-alive
   ``Progress`` every :data:`KEEPALIVE_S` while jobs are in flight and the broker answers (the
   systemd watchdog follows the broker, not a local process). It blocks at most ``timeout``;
-  every broker call has a :data:`TIMEOUT_S` limit and failures only mark the broker down.
+  every broker call has a :data:`~scribed.daemon.cluster_link.TIMEOUT_S` limit and failures only mark the broker down.
   Wrong credentials (or an ACL that forbids a command) are ``Fatal``: the daemon exits 2.
 - A delivered result is acknowledged (the job's dispatch generation advanced) at the next call,
   after the daemon has journaled it.
@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -42,15 +41,14 @@ from loguru import logger
 
 from scribed import protocol, wire
 from scribed.config import Config
-from scribed.daemon.journal import shown
+from scribed.daemon.cluster_link import TIMEOUT_S, Link, broker_errors, refusals
+from scribed.daemon.journal_db import shown
 from scribed.daemon.worker import Event, Exited
 from scribed.protocol import JobSpec, Result
 from scribed.system import broker
 
 KEEPALIVE_S = 60.0
-TIMEOUT_S = 1.0
 WORKERS_EVERY_S = 5.0
-WORKER_STALE_S = 30.0  # a worker whose heartbeat is older is not counted (it beats every few seconds)
 RECONNECT_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -60,67 +58,6 @@ class _Flight:
     spec: JobSpec
     seen_at: float  # last publish, or last sign that a worker holds it
     progress: tuple[int, int] = (0, 0)
-
-
-class Link:
-    """This daemon's connection to the broker, shared by the handles of one run: the address,
-    the password, the coordinator id, the clients (ConfigError for a bad broker setting)."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.broker = broker.address(cfg.cluster)
-        secret = broker.password(cfg.cluster)
-        self.keys = wire.Keys(cfg.cluster.queue)
-        self.coordinator = coordinator_id(cfg)
-        self.redis = broker.client(self.broker, secret, timeout_s=TIMEOUT_S, retries=0)
-        self.app = broker.celery_app(cfg.cluster, self.broker, secret, timeout_s=TIMEOUT_S)
-        if secret is None and not self.broker.loopback:
-            logger.warning("broker {} has no password (cluster.password_file or ${})", self.broker.url,
-                           broker.PASSWORD_ENV)
-
-    def publish(self, group: Sequence[_Flight]) -> None:
-        payload = wire.encode_task(self.coordinator, [(f.key, f.spec) for f in group])
-        self.app.send_task(wire.TASK_NAME, args=[payload], queue=self.keys.queue, retry=False)
-
-    def generations(self, job_ids: Sequence[int]) -> list[int]:
-        """Each job's dispatch generation (0 until a result for it was acknowledged)."""
-        return [int(g or 0) for g in self.redis.mget([self.keys.gen(self.coordinator, i) for i in job_ids])]
-
-    def acknowledge(self, delivered: Sequence[tuple[int, str]]) -> None:
-        """Results the daemon has journaled ((job id, key)): the next dispatch of each is a new one."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id, key in delivered:
-            gen = self.keys.gen(self.coordinator, job_id)
-            pipe.incr(gen).expire(gen, wire.RETAIN_S).delete(self.keys.progress(key))
-        pipe.execute()
-
-    def wait_wake(self, seconds: float) -> None:
-        """Block up to ``seconds`` for a worker's wake-up (a result stored)."""
-        wake = self.keys.wake(self.coordinator)
-        if self.redis.blpop([wake], timeout=seconds):
-            self.redis.delete(wake)  # one wake-up covers all results so far
-
-    def live_workers(self) -> int:
-        """Workers whose heartbeat is recent by the broker's clock (hosts' clocks may disagree)."""
-        now = float(self.redis.time()[0])
-        return int(self.redis.zcount(self.keys.workers, now - WORKER_STALE_S, "+inf"))
-
-    def close(self) -> None:
-        self.redis.close()
-        self.app.close()
-
-
-def coordinator_id(cfg: Config) -> str:
-    """This daemon's id on the broker, kept beside its journal (a new journal is a new coordinator,
-    so its job numbers never meet the results of an old one)."""
-    path = cfg.service.resolved_state_dir / "cluster-id"
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(secrets.token_hex(8) + "\n")
-    return path.read_text(encoding="ascii").strip()
 
 
 def cluster_worker_factory(cfg: Config) -> Callable[[Config], ClusterHandle]:
@@ -137,21 +74,6 @@ def cluster_worker_factory(cfg: Config) -> Callable[[Config], ClusterHandle]:
     return factory
 
 
-def _broker_errors() -> tuple[type[BaseException], ...]:
-    import kombu.exceptions
-    import redis.exceptions
-
-    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
-            OSError)
-
-
-def _refusals() -> tuple[type[BaseException], ...]:
-    import redis.exceptions
-
-    return (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError,
-            redis.exceptions.NoPermissionError)
-
-
 class ClusterHandle:
     """The daemon's view of the cluster's workers (see the module contract)."""
 
@@ -162,7 +84,7 @@ class ClusterHandle:
         self.exited = False
         self._ready = self._announced = self._stopping = False
         self._acks: list[tuple[int, str]] = []  # (job id, key) of results delivered, to acknowledge
-        self._errors, self._refused = _broker_errors(), _refusals()
+        self._errors, self._refused = broker_errors(), refusals()
         self._started = clock()
         self._next_try, self._tries, self._down_logged = -math.inf, 0, False
         self._workers, self._workers_at = 0, -math.inf
@@ -206,7 +128,7 @@ class ClusterHandle:
                        for s, g in zip(jobs, gens, strict=True)]
             size = self.cfg.cluster.prefetch
             for start in range(0, len(flights), size):
-                self.link.publish(flights[start:start + size])
+                self.link.publish([(f.key, f.spec) for f in flights[start:start + size]])
         except self._errors as exc:
             self._lost(exc)
             return False
@@ -353,7 +275,7 @@ class ClusterHandle:
         for flight in stale:
             logger.info("no worker has taken {} for {:.0f} s; publishing it again", shown(flight.spec.path),
                         now - flight.seen_at)
-            self.link.publish([flight])
+            self.link.publish([(flight.key, flight.spec)])
             flight.seen_at = now
 
     def _keepalive(self) -> list[Event]:

@@ -17,7 +17,7 @@ import pytest
 from cluster_helpers import RedisServer, cluster_section, run_python
 from scribed import protocol, wire
 from scribed.config import Config, parse_config
-from scribed.daemon import cluster
+from scribed.daemon import cluster, cluster_link
 from scribed.daemon.worker import Exited
 from scribed.engine.cluster_ledger import Ledger
 from scribed.identity import FileIdentity
@@ -45,13 +45,13 @@ def config(tmp_path: Path, server: RedisServer, **cluster_keys: object) -> Confi
 
 
 @pytest.fixture
-def link(tmp_path: Path, server: RedisServer) -> Iterator[cluster.Link]:
-    lk = cluster.Link(config(tmp_path, server))
+def link(tmp_path: Path, server: RedisServer) -> Iterator[cluster_link.Link]:
+    lk = cluster_link.Link(config(tmp_path, server))
     yield lk
     lk.close()
 
 
-def handle(tmp_path: Path, server: RedisServer, link: cluster.Link, clock: Clock | None = None,
+def handle(tmp_path: Path, server: RedisServer, link: cluster_link.Link, clock: Clock | None = None,
            **cluster_keys: object) -> cluster.ClusterHandle:
     h = cluster.ClusterHandle(config(tmp_path, server, **cluster_keys), link, clock=clock or time.monotonic)
     assert isinstance(h.poll(0)[0], protocol.Ready)
@@ -89,7 +89,7 @@ def live_workers(server: RedisServer, n: int) -> None:
     redis.zadd(wire.Keys("scribed").workers, {f"w{i}": now for i in range(n)})
 
 
-def test_ready_once_the_broker_answers(tmp_path: Path, server: RedisServer, link: cluster.Link) -> None:
+def test_ready_once_the_broker_answers(tmp_path: Path, server: RedisServer, link: cluster_link.Link) -> None:
     h = cluster.ClusterHandle(config(tmp_path, server), link)
     assert not h.ready
     events = h.poll(0)
@@ -98,7 +98,7 @@ def test_ready_once_the_broker_answers(tmp_path: Path, server: RedisServer, link
     assert h.ready and h.alive and h.busy == () and h.poll(0) == []
 
 
-def test_jobs_go_out_in_tasks_of_prefetch_jobs(tmp_path: Path, server: RedisServer, link: cluster.Link) -> None:
+def test_jobs_go_out_in_tasks_of_prefetch_jobs(tmp_path: Path, server: RedisServer, link: cluster_link.Link) -> None:
     h = handle(tmp_path, server, link, prefetch=2)
     specs = [spec(tmp_path, i) for i in range(1, 6)]
     assert h.send_jobs(specs)
@@ -110,7 +110,7 @@ def test_jobs_go_out_in_tasks_of_prefetch_jobs(tmp_path: Path, server: RedisServ
     assert h.in_flight == (1, 2, 3, 4, 5)
 
 
-def test_busy_only_when_the_window_is_full(tmp_path: Path, server: RedisServer, link: cluster.Link) -> None:
+def test_busy_only_when_the_window_is_full(tmp_path: Path, server: RedisServer, link: cluster_link.Link) -> None:
     clock = Clock()
     h = handle(tmp_path, server, link, clock, prefetch=1)
     assert h.capacity == 2  # no live worker counts as one
@@ -123,7 +123,7 @@ def test_busy_only_when_the_window_is_full(tmp_path: Path, server: RedisServer, 
 
 
 def test_a_result_comes_once_as_this_host_sees_the_files(tmp_path: Path, server: RedisServer,
-                                                         link: cluster.Link) -> None:
+                                                         link: cluster_link.Link) -> None:
     h = handle(tmp_path, server, link)
     job = spec(tmp_path, 1)
     assert h.send_jobs([job])
@@ -147,7 +147,7 @@ def test_a_result_comes_once_as_this_host_sees_the_files(tmp_path: Path, server:
 
 
 def test_a_restarted_daemon_picks_up_the_result_of_its_earlier_dispatch(tmp_path: Path, server: RedisServer,
-                                                                        link: cluster.Link) -> None:
+                                                                        link: cluster_link.Link) -> None:
     first = handle(tmp_path, server, link)
     job = spec(tmp_path, 4)
     assert first.send_jobs([job])
@@ -156,14 +156,14 @@ def test_a_restarted_daemon_picks_up_the_result_of_its_earlier_dispatch(tmp_path
     (key, _), = wire.decode_task(published(server)[0]).jobs
     assert worker_ledger(server).store(key, link.coordinator, Result(4, "done"))  # finished while we were away
 
-    second = handle(tmp_path, server, cluster.Link(config(tmp_path, server)))
+    second = handle(tmp_path, server, cluster_link.Link(config(tmp_path, server)))
     assert second.send_jobs([job])  # the daemon requeued it; same job, same content, same key
     (same, _), = wire.decode_task(published(server)[0]).jobs
     assert same == key
     assert second.poll(0) == [Result(4, "done")]
 
 
-def test_request_stop_then_exited(tmp_path: Path, server: RedisServer, link: cluster.Link) -> None:
+def test_request_stop_then_exited(tmp_path: Path, server: RedisServer, link: cluster_link.Link) -> None:
     h = handle(tmp_path, server, link)
     assert h.send_jobs([spec(tmp_path, 1), spec(tmp_path, 2)])
     h.request_stop()
@@ -171,7 +171,7 @@ def test_request_stop_then_exited(tmp_path: Path, server: RedisServer, link: clu
     assert h.poll(0) == [Exited(0, (1, 2))]
 
 
-def test_keepalive_while_jobs_wait(tmp_path: Path, server: RedisServer, link: cluster.Link) -> None:
+def test_keepalive_while_jobs_wait(tmp_path: Path, server: RedisServer, link: cluster_link.Link) -> None:
     clock = Clock()
     h = handle(tmp_path, server, link, clock)
     assert h.send_jobs([spec(tmp_path, 1)])
@@ -181,7 +181,7 @@ def test_keepalive_while_jobs_wait(tmp_path: Path, server: RedisServer, link: cl
 
 
 def test_a_job_nobody_takes_is_published_again_while_a_worker_lives(tmp_path: Path, server: RedisServer,
-                                                                     link: cluster.Link) -> None:
+                                                                     link: cluster_link.Link) -> None:
     clock = Clock()
     h = handle(tmp_path, server, link, clock, visibility_timeout_s=30)
     assert h.send_jobs([spec(tmp_path, 1)])
@@ -199,7 +199,7 @@ def test_a_job_nobody_takes_is_published_again_while_a_worker_lives(tmp_path: Pa
     assert published(server) == []  # a worker holds it: nothing to do
 
 
-def test_the_broker_away_and_back(tmp_path: Path, server: RedisServer, link: cluster.Link) -> None:
+def test_the_broker_away_and_back(tmp_path: Path, server: RedisServer, link: cluster_link.Link) -> None:
     h = handle(tmp_path, server, link)
     assert h.send_jobs([spec(tmp_path, 1)])
     (key, _), = wire.decode_task(published(server)[0]).jobs
@@ -222,7 +222,7 @@ def test_wrong_credentials_are_fatal(tmp_path: Path, server: RedisServer) -> Non
     bad = tmp_path / "wrong-password"
     bad.write_text("not it\n")
     bad.chmod(0o600)
-    lk = cluster.Link(config(tmp_path, server, password_file=str(bad)))
+    lk = cluster_link.Link(config(tmp_path, server, password_file=str(bad)))
     try:
         events = cluster.ClusterHandle(config(tmp_path, server), lk).poll(0)
         assert len(events) == 1 and isinstance(events[0], protocol.Fatal)
@@ -232,7 +232,7 @@ def test_wrong_credentials_are_fatal(tmp_path: Path, server: RedisServer) -> Non
 
 
 def test_an_unreadable_result_counts_as_a_failed_attempt(tmp_path: Path, server: RedisServer,
-                                                         link: cluster.Link) -> None:
+                                                         link: cluster_link.Link) -> None:
     h = handle(tmp_path, server, link)
     assert h.send_jobs([spec(tmp_path, 1)])
     (key, _), = wire.decode_task(published(server)[0]).jobs
@@ -243,8 +243,8 @@ def test_an_unreadable_result_counts_as_a_failed_attempt(tmp_path: Path, server:
 
 def test_the_coordinator_id_is_kept_beside_the_journal(tmp_path: Path) -> None:
     cfg = parse_config({"service": {"state_dir": str(tmp_path / "state")}})
-    first = cluster.coordinator_id(cfg)
-    assert first == cluster.coordinator_id(cfg) and len(first) == 16
+    first = cluster_link.coordinator_id(cfg)
+    assert first == cluster_link.coordinator_id(cfg) and len(first) == 16
     assert (tmp_path / "state" / "cluster-id").stat().st_mode & 0o777 == 0o600
 
 
