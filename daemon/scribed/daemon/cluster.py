@@ -21,7 +21,8 @@ Contract:
   as this host sees those files), ``Progress`` as workers report it, and a keep-alive
   ``Progress`` every :data:`KEEPALIVE_S` while jobs are in flight and the broker answers (the
   systemd watchdog follows the broker, not a local process). It blocks at most ``timeout``;
-  every broker call has a :data:`~scribed.daemon.cluster_link.TIMEOUT_S` limit and failures only mark the broker down.
+  every broker call has a :data:`~scribed.daemon.cluster_link.TIMEOUT_S` limit and failures
+  only mark the broker down.
   Wrong credentials (or an ACL that forbids a command) are ``Fatal``: the daemon exits 2.
 - A delivered result is acknowledged (the job's dispatch generation advanced) at the next call,
   after the daemon has journaled it.
