@@ -126,12 +126,12 @@ def place_noreplace(src_fd: int, src: str, dst_fd: int, dst: str, *, expect: Fil
             raise
         return _rename_noreplace(src_fd, src, dst_fd, dst, expect)
     placed = lstat_at(dst_fd, dst)
-    if expect is not None and (placed is None or not _same_inode(expect, placed)):
+    if expect is not None and (placed is None or not same_inode(expect, placed)):
         with contextlib.suppress(OSError):
             os.unlink(dst, dir_fd=dst_fd)  # our own new link to the wrong file
         return False
     still = lstat_at(src_fd, src)
-    if still is not None and placed is not None and _same_inode(FileIdentity.of(placed), still):
+    if still is not None and placed is not None and same_inode(FileIdentity.of(placed), still):
         os.unlink(src, dir_fd=src_fd)
     return True
 
@@ -141,7 +141,7 @@ def _rename_noreplace(src_fd: int, src: str, dst_fd: int, dst: str, expect: File
         raise FileExistsError(errno.EEXIST, "file exists", dst)
     os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
     placed = lstat_at(dst_fd, dst)
-    if expect is not None and (placed is None or not _same_inode(expect, placed)):
+    if expect is not None and (placed is None or not same_inode(expect, placed)):
         if lstat_at(src_fd, src) is None:
             os.rename(dst, src, src_dir_fd=dst_fd, dst_dir_fd=src_fd)  # put the stranger back
         return False
@@ -155,7 +155,8 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _same_inode(identity: FileIdentity, st: os.stat_result) -> bool:
+def same_inode(identity: FileIdentity, st: os.stat_result) -> bool:
+    """Whether ``st`` is the inode ``identity`` names (device and inode; content may differ)."""
     return (identity.dev, identity.ino) == (st.st_dev, st.st_ino)
 
 
@@ -205,7 +206,7 @@ def _place(dir_fd: int, tmp: str, name: str, ours: FileIdentity, replaceable: Fi
         # rename() replaces the directory entry; it never writes into the old file (or its links).
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         placed = lstat_at(dir_fd, name)
-        if placed is None or not _same_inode(ours, placed):
+        if placed is None or not same_inode(ours, placed):
             raise OutputTaken(shown, "the temporary file was replaced while it was written")
         return
     raise OutputTaken(shown, "the name keeps changing under scribed")

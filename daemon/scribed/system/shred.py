@@ -4,8 +4,8 @@ Contract:
 - :func:`secure_delete_at` overwrites a file before unlinking it, but never a recording with
   other hard links (that would destroy the other copy): it unlinks it and logs that a copy
   survives, or refuses (``policy.hardlinked``, :data:`HARDLINKED`); scribed's own temporaries
-  are always overwritten. A file replaced, linked or swapped for a FIFO while it is being
-  deleted is left alone (ScribedError).
+  are always overwritten. A file replaced or linked while it is being deleted is left alone
+  (ScribedError); a FIFO swapped in cannot make it hang (opened non-blocking).
 - :func:`wipe_stale_temporaries` walks iteratively through directory fds, with a depth limit,
   never following links and never raising on a hostile tree.
 - Folders are opened and names looked up only through :mod:`scribed.system.files`.
@@ -29,10 +29,6 @@ from scribed.system.names import is_scribed_temp
 
 HARDLINKED = ("unlink", "refuse")  # policy.hardlinked: what to do with a file that has other links
 _CHUNK = 1 << 20
-
-
-def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def overwrite_fd(fd: int, size: int, passes: int) -> None:
@@ -95,14 +91,14 @@ def _overwrite_at(dir_fd: int, name: str, st: os.stat_result, passes: int, *, li
             raise
         fd = os.open(name, os.O_RDONLY | flags, dir_fd=dir_fd)  # a read-only recording we own
         try:
-            if _same_inode(st, os.fstat(fd)):
+            if files.same_inode(FileIdentity.of(st), os.fstat(fd)):
                 os.fchmod(fd, 0o600)
         finally:
             os.close(fd)
         fd = os.open(name, os.O_WRONLY | flags, dir_fd=dir_fd)
     try:
         now = os.fstat(fd)
-        if not _same_inode(st, now) or (now.st_nlink > 1 and not links_allowed):
+        if not files.same_inode(FileIdentity.of(st), now) or (now.st_nlink > 1 and not links_allowed):
             raise ScribedError(f"not overwriting {name!r}: it was replaced or linked while it was being deleted")
         overwrite_fd(fd, now.st_size, passes)
         os.ftruncate(fd, 0)
