@@ -95,7 +95,7 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
         if between:
             between()
         out = model(**row_inputs, cache=cache.view(part.start, part.stop), use_cache=True, logits_to_keep=1)
-        firsts.append(out.logits[:, -1])
+        firsts.append(out.logits[:, -1].float())
         del out
     logits = torch.cat(firsts) if len(firsts) > 1 else firsts[0]
     del firsts
@@ -121,7 +121,10 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
             between()
         out = model(input_ids=token[:, None], attention_mask=full_mask[:, : prompt + step + 1],
                     position_ids=position, cache=step_cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1]
+        # argmax in float32: the same values and the same first maximum, but torch's bf16 argmax
+        # is not vectorised (16 rows of the 0.6B's 151,936 logits: 4.4 ms, against 0.9 ms
+        # converted to float32 first, on 2 cores of a Zen 5)
+        logits = out.logits[:, -1].float()
     if stats is not None:
         # the first token comes from the prompt pass; each further one is a decode step
         stats.prompt_s += prompt_done - started

@@ -15,6 +15,15 @@ Contract:
   pages are released with ``madvise(MADV_DONTNEED)``, so the packed copy replaces it in memory
   instead of adding to it. Memory of any other kind is simply freed with the tensor.
 
+- :func:`pack_tied_output` gives a tied bfloat16 output layer (``lm_head`` sharing the input
+  embedding's weight) a packed copy for its product, under the same bit-identity probe, but only
+  when that weight lies in a file mapping (a checkpoint stored in bfloat16): the embedding keeps
+  the mapped original for its lookups, and its resident pages are released at packing and after
+  every lookup (the looked-up rows are copies), so the copy takes their place in memory instead of
+  adding to it. Why after every lookup: the page cache holds large folios (2 MB here), and a
+  fault maps the whole folio, so a few hundred distinct tokens would map most of the 0.3 GB
+  again. A converted (anonymous) weight is left alone: there the copy would be a second one.
+
 - :func:`route_float32` routes the ``forward`` of every float32 ``nn.Linear`` on the CPU (tied
   weights included: nothing is copied) through ``_linear_pointwise`` with its own plain weight,
   for each weight shape whose oneDNN product agrees with ``F.linear`` within float32 rounding on
@@ -35,7 +44,9 @@ packed for 16 rows (:data:`FLOAT32_ROWS_HINT`), 100 3072x1024 weights on the sam
 60-68 vs 80-100 ms at 2 rows, 82 vs 128 at 8, 120 vs 136-198 at 16, and 10 of them 199-217 vs
 237-254 ms at 480 rows (a prompt), against 54-65 vs 48-54 ms at one row (docs/performance.md,
 session 9). Only a one-chunk memo decodes at one row, so untied float32 weights are packed too
-(replacing the plain weight: no memory added).
+(replacing the plain weight: no memory added). The tied output layer (151936 x 1024, 311 MB in
+bf16, read whole every decode step) took 14.8 / 19.4 ms plain and 8.0 / 11.1 ms packed at 1 / 16
+rows on 2 cores of a Zen 5, bit-identical (docs/performance.md, session 12).
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ class Packed:
     layers: int = 0
     weight_bytes: int = 0
     released_bytes: int = 0
+    output_bytes: int = 0  # the tied output layer's packed copy (pack_tied_output), 0 if none
 
 
 @functools.cache
@@ -158,6 +170,47 @@ def pack_linears(model: torch.nn.Module, *, rows_hint: int = 1) -> Packed:
     return Packed(layers=layers, weight_bytes=weight_bytes, released_bytes=released)
 
 
+def pack_tied_output(model: torch.nn.Module, *, rows_hint: int = 1) -> int:
+    """Pack a tied bfloat16 output layer's weight for its product (see the module contract);
+    returns the bytes of the packed copy, 0 where nothing was done."""
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    embed = getattr(model, "get_input_embeddings", lambda: None)()
+    weight = getattr(head, "weight", None)
+    if (not isinstance(head, torch.nn.Linear) or not isinstance(embed, torch.nn.Embedding) or weight is None
+            or weight is not embed.weight or weight.dtype != torch.bfloat16 or weight.device.type != "cpu"
+            or head.bias is not None or hasattr(head, "packed_weight") or not available()
+            or _LIBC is None or not _mapped_alone(weight, _file_mappings())):
+        return 0
+    with torch.no_grad():
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows_hint)
+        if not _identical(weight.detach(), None, packed):
+            return 0
+    head.register_buffer("packed_weight", packed, persistent=False)
+    head.forward = types.MethodType(_packed_forward, head)
+    embed.scribed_pages = _pages(weight.detach())
+    embed.forward = types.MethodType(_releasing_lookup, embed)
+    release_embedding(model)
+    return packed.numel() * packed.element_size()
+
+
+def release_embedding(model: torch.nn.Module) -> int:
+    """Release the resident file pages of ``model``'s input embedding when its output layer runs
+    on a packed copy (:func:`pack_tied_output`); bytes released. Pages read since come back from
+    the page cache on the next lookup."""
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    embed = getattr(model, "get_input_embeddings", lambda: None)()
+    if not hasattr(head, "packed_weight") or embed is None:
+        return 0
+    return _release(embed.weight.detach(), _file_mappings())
+
+
+def _releasing_lookup(self: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    rows = torch.nn.Embedding.forward(self, ids)  # copies of the rows: the mapping is not needed after
+    first, last = self.scribed_pages  # found once (pack_tied_output): no /proc read per step
+    _madvise(first, last)
+    return rows
+
+
 def _cpu_linears(model: torch.nn.Module, dtype: torch.dtype) -> list[tuple[torch.nn.Linear, torch.nn.Parameter]]:
     """``model``'s linear layers with a 2-D ``dtype`` weight parameter on the CPU, with that weight."""
     found = []
@@ -236,21 +289,35 @@ def _file_mappings() -> list[tuple[int, int]]:
     return ranges
 
 
-def _release(tensor: torch.Tensor, files: list[tuple[int, int]]) -> int:
-    """Drop the resident pages wholly inside ``tensor`` when it lies in a file mapping and owns
-    its storage alone (re-read from the file if anything touched them again); bytes released."""
+def _mapped_alone(tensor: torch.Tensor, files: list[tuple[int, int]]) -> bool:
+    """``tensor`` lies wholly in a file mapping and owns its storage alone."""
     start, size = tensor.data_ptr(), tensor.numel() * tensor.element_size()
-    if tensor.untyped_storage().nbytes() != size or _LIBC is None:
-        return 0
-    if not any(low <= start and start + size <= high for low, high in files):
-        return 0
+    if tensor.untyped_storage().nbytes() != size:
+        return False
+    return any(low <= start and start + size <= high for low, high in files)
+
+
+def _pages(tensor: torch.Tensor) -> tuple[int, int]:
+    """The whole pages inside ``tensor``'s memory: (first address, end address)."""
+    start, size = tensor.data_ptr(), tensor.numel() * tensor.element_size()
     page = mmap.PAGESIZE
-    first, last = -(-start // page) * page, (start + size) // page * page
-    if last <= first:
+    return -(-start // page) * page, (start + size) // page * page
+
+
+def _madvise(first: int, last: int) -> int:
+    if _LIBC is None or last <= first:
         return 0
     if _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED) != 0:
         return 0
     return last - first
+
+
+def _release(tensor: torch.Tensor, files: list[tuple[int, int]]) -> int:
+    """Drop the resident pages wholly inside ``tensor`` when it lies in a file mapping and owns
+    its storage alone (re-read from the file if anything touched them again); bytes released."""
+    if not _mapped_alone(tensor, files):
+        return 0
+    return _madvise(*_pages(tensor))
 
 
 _LIBC = libc() if hasattr(libc(), "madvise") else None

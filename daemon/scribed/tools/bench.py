@@ -196,6 +196,9 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
     model = engine.model
     params = sum(p.numel() for p in model.parameters()) if model is not None else 0
     model_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) if model else 0
+    # a tied output layer's packed copy stands in for the embedding's mapped pages, which are
+    # given back after every lookup (engine.prepack): that weight counted once, not twice
+    model_bytes -= engine.packed.output_bytes if model else 0
     memory = {"model_bytes": int(model_bytes), "lengths": [], "backlogs": []}
     for seconds in durations.lengths:
         files = recordings("length", seconds)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from transformers import Qwen3ASRForConditionalGeneration
 
 from fixtures.tinymodel import _speechlike
 from scribed.engine import prepack
@@ -55,7 +57,9 @@ def test_tied_and_non_linear_weights_are_left_alone() -> None:
     f32_packs = prepack.float32_packs()  # float32 layers are packed too where oneDNN can
     done = prepack.pack_linears(model)
     assert done.layers == 1 + f32_packs and done.weight_bytes == 12 * 16 * 2 + f32_packs * 8 * 16 * 4
-    assert isinstance(model.f32.weight, torch.nn.Parameter) != f32_packs and model.head.weight is model.embed.weight
+    # a packed layer has no weight attribute left (its buffer is packed_weight)
+    assert isinstance(getattr(model.f32, "weight", None), torch.nn.Parameter) != f32_packs
+    assert model.head.weight is model.embed.weight
     assert not hasattr(model.own, "weight") or model.own.weight is None
     assert torch.equal(model.own(x), want)
 
@@ -94,6 +98,80 @@ def test_a_weight_in_a_file_mapping_gives_its_pages_back(tmp_path: Path) -> None
     assert done.layers == 1 and done.released_bytes >= rows * cols * 2 - 8192
     assert _file_rss_kb(path) <= 8  # at most the partial pages at either end
     assert torch.equal(layer(x), want)
+
+
+class _Tied(torch.nn.Module):
+    """An embedding and an output layer sharing one weight, as Qwen3-ASR's decoder."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(*weight.shape).to(weight.dtype)
+        self.embed.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False).to(weight.dtype)
+        self.head.weight = self.embed.weight
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embed
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.head
+
+
+@packs
+def test_a_tied_output_layer_in_a_file_mapping_runs_on_a_packed_copy_and_the_mapping_gives_its_pages_back(
+        tmp_path: Path) -> None:
+    vocab, dim = 4096, 512  # 4 MiB of bf16
+    path = tmp_path / "embedding.bin"
+    torch.randn(vocab, dim).to(torch.bfloat16).view(torch.int16).numpy().tofile(path)
+    mapped = torch.from_file(str(path), shared=False, size=vocab * dim, dtype=torch.bfloat16).view(vocab, dim)
+    model = _Tied(mapped)
+    x = torch.randn(3, dim).to(torch.bfloat16)
+    ids = torch.tensor([[5, 4000]])
+    want, want_rows = model.head(x), model.embed(ids)
+    assert _file_rss_kb(path) >= 4000
+    assert prepack.pack_tied_output(model) >= vocab * dim * 2
+    assert hasattr(model.head, "packed_weight") and model.head.weight is model.embed.weight
+    assert _file_rss_kb(path) <= 8  # the copy replaced the mapped pages
+    assert torch.equal(model.head(x), want)  # bit for bit
+    for rows in (1, 2, 16):
+        y = torch.randn(rows, dim).to(torch.bfloat16)
+        assert torch.equal(model.head(y), torch.nn.functional.linear(y, mapped))
+    assert prepack.release_embedding(model) > 0 and _file_rss_kb(path) <= 8  # (F.linear above read them all)
+    # a lookup copies its rows and gives the pages it faulted in back (a fault maps a whole folio)
+    assert torch.equal(model.embed(ids), want_rows) and _file_rss_kb(path) <= 8
+    assert prepack.pack_tied_output(model) == 0  # once
+
+
+@packs
+def test_a_tied_output_layer_outside_a_file_mapping_is_left_alone() -> None:
+    # a converted (anonymous) weight: a packed copy would be a second one in memory
+    model = _Tied(torch.randn(64, 32).to(torch.bfloat16))
+    assert prepack.pack_tied_output(model) == 0 and not hasattr(model.head, "packed_weight")
+    assert prepack.release_embedding(model) == 0
+    untied = _Tied(torch.randn(64, 32).to(torch.bfloat16))
+    untied.head.weight = torch.nn.Parameter(untied.embed.weight.detach().clone())
+    assert prepack.pack_tied_output(untied) == 0
+
+
+@packs
+def test_a_checkpoint_stored_in_bf16_gets_a_packed_output_layer_with_the_same_transcripts(
+        tiny_model: Path, tmp_path: Path) -> None:
+    stored = tmp_path / "bf16"
+    shutil.copytree(tiny_model, stored)
+    for weights in stored.glob("*.safetensors"):
+        weights.unlink()
+    Qwen3ASRForConditionalGeneration.from_pretrained(tiny_model, dtype=torch.bfloat16).save_pretrained(stored)
+    plain, packed = _engine(stored, False), _engine(stored, True)
+    converted = _engine(tiny_model, True)  # float32 on disk, bf16 in memory: anonymous, left alone
+    assert plain.packed.output_bytes == 0 and converted.packed.output_bytes == 0
+    assert packed.packed.output_bytes > 0 and hasattr(packed.model.get_output_embeddings(), "packed_weight")
+    audio = [_speechlike(np.random.default_rng(seed), 2.0 + seed) for seed in range(3)]
+    inputs = plain.processor.apply_transcription_request(audio, language=None)
+    inputs["input_features"] = inputs["input_features"].to(torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(packed.model(**inputs).logits, plain.model(**inputs).logits)
+    requests = [ChunkRequest(a, 30) for a in audio]
+    assert [(r.text, r.tokens) for r in packed.run(requests, 3)] == [(r.text, r.tokens) for r in plain.run(requests, 3)]
 
 
 def test_a_cpu_whose_onednn_refuses_bf16_gets_an_unpacked_model(monkeypatch: pytest.MonkeyPatch) -> None:
