@@ -38,47 +38,79 @@ BUCKET = 32  # positions: the one-token attention's key length is rounded up to 
 
 
 class _Store:
-    """One decoder layer's keys (stored transposed) and values for every row of a batch."""
+    """One decoder layer's keys and values for every row of a batch.
+
+    Keys are laid out *tight*: ``[rows, kv_heads, span, head_dim]`` with ``span`` (a multiple of
+    :data:`BUCKET`, at most the capacity) the only room between rows, carved from a flat buffer
+    with room for ``capacity`` positions; when a write passes ``span``, the rows are moved apart
+    to the next bucket (:meth:`_relayout`, once per :data:`BUCKET` positions). Values keep the
+    whole capacity between rows: ``[rows, kv_heads, capacity, head_dim]``.
+    """
 
     def __init__(self, rows: int, new_tokens: int, slab: _Slab) -> None:
         self.rows = rows
         self.new_tokens = max(1, new_tokens)
         self.slab = slab
-        self.keys_t: torch.Tensor | None = None  # [rows, kv_heads, head_dim, capacity]
+        self.key_buffer: torch.Tensor | None = None  # flat, rows * kv_heads * capacity * head_dim
         self.values: torch.Tensor | None = None  # [rows, kv_heads, capacity, head_dim]
+        self.heads = self.dim = self.capacity = 0
+        self.span = 0  # positions between rows in the keys' layout
         self.filled = 0  # positions written for at least one row (what a regrowth keeps)
-        self.clean = 0  # positions known to hold keys/values or zeros (what the attention may read)
+        self.clean = 0  # value positions known to hold values or zeros (what the attention may read)
+
+    def keys(self) -> torch.Tensor:
+        """The keys as laid out now: ``[rows, kv_heads, span, head_dim]``, contiguous."""
+        assert self.key_buffer is not None
+        return self.key_buffer[: self.rows * self.heads * self.span * self.dim].view(
+            self.rows, self.heads, self.span, self.dim)
 
     def write(self, rows: slice, start: int, keys: torch.Tensor,
               values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = start + keys.shape[-2]
-        if self.keys_t is None:
-            self.keys_t, self.values = self.slab.take(self.rows, keys, values, end + self.new_tokens)
-        elif end > self.keys_t.shape[-1]:
-            self._allocate(keys, values, max(end, 2 * self.keys_t.shape[-1]))
-        assert self.keys_t is not None and self.values is not None
-        self.keys_t[rows, :, :, start:end].copy_(keys.transpose(-1, -2))
+        if self.values is None:
+            self.heads, self.dim = keys.shape[1], keys.shape[-1]
+            self.capacity = end + self.new_tokens
+            self.key_buffer, self.values = self.slab.take(self.rows, keys, values, self.capacity)
+        elif end > self.capacity:
+            self._allocate(keys, values, max(end, 2 * self.capacity))
+        assert self.values is not None
+        if end > self.span:
+            self._relayout(min(self.capacity, -(-end // BUCKET) * BUCKET))
+        stored = self.keys()
+        stored[rows, :, start:end].copy_(keys)
         self.values[rows, :, start:end].copy_(values)
         self.filled = max(self.filled, end)
-        # The one-token attention reads up to the next multiple of BUCKET (masked to probability
+        # The one-token attention reads values up to the next multiple of BUCKET (at probability
         # 0, but 0 x an uninitialised NaN is NaN): zero that much ahead, and no more -- pages of
         # the reserved room that are never reached are never touched, so they cost no memory.
-        ahead = min(self.keys_t.shape[-1], -(-end // BUCKET) * BUCKET)
+        ahead = min(self.capacity, -(-end // BUCKET) * BUCKET)
         if ahead > self.clean:
-            low = max(end, self.clean)
-            self.keys_t[..., low:ahead].zero_()
-            self.values[:, :, low:ahead].zero_()
+            self.values[:, :, max(end, self.clean):ahead].zero_()
             self.clean = ahead
-        return self.keys_t[rows, :, :, :end].transpose(-1, -2), self.values[rows, :, :end]
+        return stored[rows, :, :end], self.values[rows, :, :end]
+
+    def _relayout(self, span: int) -> None:
+        """Move the rows' keys apart to ``span`` positions (zeros after what was laid out)."""
+        assert self.key_buffer is not None
+        old, kept = (self.keys(), self.span) if self.span else (None, 0)
+        if old is not None:
+            # old and new layouts overlap in the buffer: through a scratch copy
+            saved = _scratch("relayout", old.numel(), old.dtype, old.device).view_as(old)
+            saved.copy_(old)
+        self.span = span
+        new = self.keys()
+        if old is not None:
+            new[:, :, :kept].copy_(saved)
+        new[:, :, kept:].zero_()
 
     def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
-        heads, dim = keys.shape[1], keys.shape[-1]
-        keys_t = keys.new_empty((self.rows, heads, dim, capacity))
-        new_values = values.new_empty((self.rows, heads, capacity, values.shape[-1]))
-        if self.keys_t is not None and self.values is not None and self.filled:
-            keys_t[..., : self.filled].copy_(self.keys_t[..., : self.filled])
+        key_buffer = keys.new_empty(self.rows * self.heads * capacity * self.dim)
+        new_values = values.new_empty((self.rows, self.heads, capacity, values.shape[-1]))
+        if self.key_buffer is not None and self.values is not None and self.filled:
+            laid = self.rows * self.heads * self.span * self.dim  # the layout does not depend on capacity
+            key_buffer[:laid].copy_(self.key_buffer[:laid])
             new_values[:, :, : self.filled].copy_(self.values[:, :, : self.filled])
-        self.keys_t, self.values = keys_t, new_values
+        self.key_buffer, self.values, self.capacity = key_buffer, new_values, capacity
         self.clean = self.filled
 
 
@@ -101,7 +133,7 @@ class _Slab:
 
     def take(self, rows: int, keys: torch.Tensor, values: torch.Tensor,
              capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next layer's (keys transposed, values) buffers for ``rows`` rows, shaped as
+        """The next layer's (flat key buffer, values) for ``rows`` rows, shaped as
         :meth:`_Store._allocate` makes them. The first call sizes the slab for every layer from its
         own shapes; a layer with other shapes or past the count gets buffers of its own."""
         heads, dim, vdim = keys.shape[1], keys.shape[-1], values.shape[-1]
@@ -110,11 +142,11 @@ class _Slab:
             self.shape = shape
             self.buffer = keys.new_empty((self.layers, rows * heads * capacity * (dim + vdim)))
         if self.handed >= self.layers or shape != self.shape:
-            return keys.new_empty((rows, heads, dim, capacity)), values.new_empty((rows, heads, capacity, vdim))
+            return keys.new_empty(rows * heads * capacity * dim), values.new_empty((rows, heads, capacity, vdim))
         flat = self.buffer[self.handed]
         self.handed += 1
         split = rows * heads * dim * capacity
-        return flat[:split].view(rows, heads, dim, capacity), flat[split:].view(rows, heads, capacity, vdim)
+        return flat[:split], flat[split:].view(rows, heads, capacity, vdim)
 
 
 class PresizedLayer(DynamicLayer):
@@ -194,10 +226,10 @@ def decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     key, value, span = _bucketed(key, value)
     groups = heads // kv_heads
     scale = dim ** -0.5 if scaling is None else scaling
-    # [batch*kv_heads, groups, dim] x [batch*kv_heads, dim, length]: the keys' transpose is the
-    # stored layout (PresizedLayer), so reshape is a view; other layouts are copied by reshape.
+    # [batch*kv_heads, groups, dim] x [batch*kv_heads, dim, span]: over the store's tight keys
+    # (_Store) that transpose is a view oneDNN reads as it is; other layouts are copied by reshape.
     q = query.reshape(batch * kv_heads, groups, dim)
-    k_t = key.transpose(-1, -2).reshape(batch * kv_heads, dim, span)
+    k_t = key.reshape(batch * kv_heads, span, dim).transpose(-1, -2)
     # Scores and probabilities grow by one column per step: carved from buffers kept between
     # steps, so the heap does not fragment into ever-larger fresh blocks (it grew ~12 MB a step
     # at batch 16 with fresh tensors).
@@ -220,21 +252,25 @@ def decode_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
 
 
 def _bucketed(key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``key``/``value`` widened to the next multiple of :data:`BUCKET` positions (within the
-    store's capacity) when they are views of a :class:`_Store`, else unchanged; and that width.
+    """``key``/``value`` widened to the keys' laid-out span (the next multiple of :data:`BUCKET`
+    positions, within the store's capacity) when they are views of a :class:`_Store`, else
+    unchanged; and that width.
 
     Why: oneDNN builds and caches a kernel per matrix shape; a length one longer each step was
     a new shape every step (memory that grew ~7 MB a step at batch 8). Widened, the shape
-    changes once per :data:`BUCKET` steps, for at most ``BUCKET - 1`` masked extra columns."""
+    changes once per :data:`BUCKET` steps, for at most ``BUCKET - 1`` masked extra columns. And
+    oneDNN reads the keys' transpose in place only when the rows lie exactly ``span`` apart (any
+    other stride is copied first): the tight layout and this width make it so."""
     length, dim = key.shape[-2], key.shape[-1]
-    k_t = key.transpose(-1, -2)  # the stored layout: [rows, kv_heads, head_dim, capacity]
-    if k_t.stride(-1) != 1 or value.stride(-1) != 1 or value.stride(-2) != dim:
+    if key.stride(-1) != 1 or key.stride(-2) != dim or value.stride(-1) != 1 or value.stride(-2) != dim:
         return key, value, length
-    capacity = min(k_t.stride(-2), value.stride(1) // dim)
-    span = min(capacity, -(-length // BUCKET) * BUCKET)
-    if span <= length:
+    span = key.stride(1) // dim
+    if key.stride(0) != key.shape[1] * key.stride(1) or span * dim != key.stride(1):
         return key, value, length
-    wide_k = k_t.as_strided((*k_t.shape[:-1], span), k_t.stride(), k_t.storage_offset()).transpose(-1, -2)
+    capacity = value.stride(1) // dim
+    if span <= length or span > capacity:
+        return key, value, length
+    wide_k = key.as_strided((*key.shape[:-2], span, dim), key.stride(), key.storage_offset())
     size = (*value.shape[:-2], span, dim)
     return wide_k, value.as_strided(size, value.stride(), value.storage_offset()), span
 

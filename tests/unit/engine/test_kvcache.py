@@ -63,7 +63,7 @@ def test_every_layer_of_a_batch_shares_one_allocation_and_keeps_its_own_position
             got, want = step.layers[n].update(k, v), references[n].update(k, v)
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     # one block for all layers' keys and values: it is mapped apart from the heap and freed whole
-    storages = {t.untyped_storage().data_ptr() for store in cache.stores for t in (store.keys_t, store.values)}
+    storages = {t.untyped_storage().data_ptr() for store in cache.stores for t in (store.key_buffer, store.values)}
     assert len(storages) == 1
 
 
@@ -92,7 +92,7 @@ def test_one_token_attention_equals_sdpa_with_grouped_heads_on_cache_views(maske
     cache = presized_cache(1, rows, new_tokens=2)
     k, v = torch.randn(rows, kv_heads, length, dim, generator=g), torch.randn(rows, kv_heads, length, dim, generator=g)
     keys, values = cache.layers[0].update(k, v)
-    assert not keys.is_contiguous()  # a view of the transposed store: the case that must not copy or break
+    assert not keys.is_contiguous()  # a view of the store (rows a bucket apart): the case that must not copy or break
     query = torch.randn(rows, kv_heads * groups, 1, dim, generator=g)
     mask = None
     if masked:  # left padding: row 0 has two padded positions
