@@ -3,7 +3,7 @@
 Contract:
 - :func:`pack_linears` replaces, in place, the weight of every ``nn.Linear`` of ``model`` whose
   weight is bfloat16 or float32 on the CPU and not shared with another module (a tied ``lm_head``
-  stays as it is: packing it would keep a second copy of the embedding) by oneDNN's blocked
+  is left to :func:`pack_tied_output`: packing it keeps a second copy of the embedding) by oneDNN's blocked
   layout, and routes the layer's ``forward`` through ``torch.ops.mkldnn._linear_pointwise``. It
   returns what it did (:class:`Packed`). Nothing is changed where those operators are missing,
   for another dtype or device, or for a weight shape whose packed product fails a probe input

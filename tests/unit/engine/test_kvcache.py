@@ -77,6 +77,34 @@ def test_going_past_the_reserved_room_grows_and_keeps_what_was_written() -> None
     assert layer.get_seq_length() == 10
 
 
+def test_keys_stay_tight_across_bucket_boundaries_and_keep_every_position() -> None:
+    # 30 prompt positions, then 40 steps: the keys' layout moves apart at 32 and 64 positions
+    from scribed.engine.kvcache import BUCKET
+
+    rows, kv_heads, dim = 3, 2, 8
+    cache = BatchCache(num_layers=1, rows=rows, new_tokens=40)
+    reference = DynamicLayer()
+    prompt_k, prompt_v = _kv(rows, 30, seed=7)
+    for row in range(rows):
+        cache.view(row, row + 1).layers[0].update(prompt_k[row:row + 1], prompt_v[row:row + 1])
+    reference.update(prompt_k, prompt_v)
+    step = cache.view(length=30)
+    store = cache.stores[0]
+    g = torch.Generator().manual_seed(9)
+    for i in range(40):
+        k, v = _kv(rows, 1, seed=200 + i)
+        keys, values = step.layers[0].update(k, v)
+        want_k, want_v = reference.update(k, v)
+        assert torch.equal(keys, want_k) and torch.equal(values, want_v)
+        length = 31 + i
+        assert store.span == min(70, -(-length // BUCKET) * BUCKET)  # the next bucket, within the room (70)
+        assert keys.stride()[:2] == (kv_heads * store.span * dim, store.span * dim)  # rows one span apart
+        query = torch.randn(rows, kv_heads * 2, 1, dim, generator=g)
+        got, _ = decode_attention(_Module(2), query, keys, values, None, scaling=0.3)
+        want, _ = sdpa_attention_forward(_Module(2), query, want_k, want_v, None, scaling=0.3)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_greedy_only_operations_refuse_instead_of_corrupting() -> None:
     layer = presized_cache(1, 1, 2).layers[0]
     with pytest.raises(NotImplementedError):
