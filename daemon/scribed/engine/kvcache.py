@@ -98,15 +98,13 @@ class _Store:
 
     def _relayout(self, span: int) -> None:
         """Move the rows' keys apart to ``span`` positions (zeros after what was laid out)."""
-        assert self.key_buffer is not None
-        old, kept = (self.keys(), self.span) if self.span else (None, 0)
-        if old is not None:
-            # old and new layouts overlap in the buffer: through a scratch copy
-            saved = _scratch("relayout", old.numel(), old.dtype, old.device).view_as(old)
-            saved.copy_(old)
+        kept, saved = self.span, None
+        if kept:  # old and new layouts overlap in the buffer: through a scratch copy
+            old = self.keys()
+            saved = _scratch("relayout", old.numel(), old.dtype, old.device).view_as(old).copy_(old)
         self.span = span
         new = self.keys()
-        if old is not None:
+        if saved is not None:
             new[:, :, :kept].copy_(saved)
         new[:, :, kept:].zero_()
 

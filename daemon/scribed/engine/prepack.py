@@ -3,7 +3,7 @@
 Contract:
 - :func:`pack_linears` replaces, in place, the weight of every ``nn.Linear`` of ``model`` whose
   weight is bfloat16 or float32 on the CPU and not shared with another module (a tied ``lm_head``
-  is left to :func:`pack_tied_output`: packing it keeps a second copy of the embedding) by oneDNN's blocked
+  is not: it goes to :func:`pack_tied_output`, which ``pack_linears`` calls last) by oneDNN's blocked
   layout, and routes the layer's ``forward`` through ``torch.ops.mkldnn._linear_pointwise``. It
   returns what it did (:class:`Packed`). Nothing is changed where those operators are missing,
   for another dtype or device, or for a weight shape whose packed product fails a probe input
@@ -167,7 +167,8 @@ def pack_linears(model: torch.nn.Module, *, rows_hint: int = 1) -> Packed:
         module.register_buffer("packed_weight", packed, persistent=False)
         module.forward = types.MethodType(_packed_forward, module)
         layers += 1
-    return Packed(layers=layers, weight_bytes=weight_bytes, released_bytes=released)
+    output = pack_tied_output(model, rows_hint=rows_hint)
+    return Packed(layers=layers, weight_bytes=weight_bytes, released_bytes=released, output_bytes=output)
 
 
 def pack_tied_output(model: torch.nn.Module, *, rows_hint: int = 1) -> int:
@@ -189,7 +190,7 @@ def pack_tied_output(model: torch.nn.Module, *, rows_hint: int = 1) -> int:
     head.forward = types.MethodType(_packed_forward, head)
     embed.scribed_pages = _pages(weight.detach())
     embed.forward = types.MethodType(_releasing_lookup, embed)
-    release_embedding(model)
+    _madvise(*embed.scribed_pages)
     return packed.numel() * packed.element_size()
 
 
@@ -197,11 +198,9 @@ def release_embedding(model: torch.nn.Module) -> int:
     """Release the resident file pages of ``model``'s input embedding when its output layer runs
     on a packed copy (:func:`pack_tied_output`); bytes released. Pages read since come back from
     the page cache on the next lookup."""
-    head = getattr(model, "get_output_embeddings", lambda: None)()
     embed = getattr(model, "get_input_embeddings", lambda: None)()
-    if not hasattr(head, "packed_weight") or embed is None:
-        return 0
-    return _release(embed.weight.detach(), _file_mappings())
+    pages = getattr(embed, "scribed_pages", None)  # set by pack_tied_output only
+    return _madvise(*pages) if pages else 0
 
 
 def _releasing_lookup(self: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:

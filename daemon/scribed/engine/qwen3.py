@@ -30,7 +30,6 @@ Contract:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from scribed.engine import threadenv  # first: it sets OpenMP's wait policy, read when torch loads
@@ -196,9 +195,6 @@ class AsrEngine:
                 logger.debug("audio encoder left stock (not the known encoder, or slices gave other bits)")
         if self.device.type == "cpu" and self.prepack:
             self.packed = prepack.pack_linears(self.model)
-            output = prepack.pack_tied_output(self.model)
-            if output:
-                self.packed = dataclasses.replace(self.packed, output_bytes=output)
             logger.debug("{} linear weights pre-packed for oneDNN ({:.2f} GB; {:.2f} GB of file pages released)",
                          self.packed.layers, self.packed.weight_bytes / 1e9, self.packed.released_bytes / 1e9)
             self.routed_float32 = prepack.route_float32(self.model)
