@@ -7,11 +7,14 @@ Contract:
   once, except what follows the block's last long pause (a pause the planner skips) when it is
   not the recording's last block: that audio, from the end of the chunk before the pause, is
   carried into the next window, with :data:`LOOKBACK_S` of what came before as context only.
+  The feed carries it by asking the decoder for it again (its return value: the next block
+  starts with those samples), so it never copies a window nor keeps the decoder's block.
   So no chunk is cut by a window edge, and the plan is the one the whole recording gets
   (tests); only a window with no long pause at all is cut after its
   second-to-last chunk, where the plan may differ from the whole one by a fraction of a second.
-- What it holds: one window plus the carried tail (under half a window, or one chunk and the
-  silence after it) and the results so far, so memory does not grow with the recording's length.
+- What it holds: the results so far; the audio is the decoder's one buffer (one window plus
+  the carried tail: under half a window, or one chunk and the silence after it), so memory does
+  not grow with the recording's length and a window is in memory once.
 - :meth:`WindowFeed.transcript` gives the Transcript once the decode returned; the same text
   assembly, failure reporting and stages as :meth:`Pipeline.transcribe` (segment times are
   seconds of the recording). A decoder that starts over (offset 0 again) drops what was done.
@@ -72,9 +75,8 @@ class WindowFeed:
         self._reset()
 
     def _reset(self) -> None:
-        self._carry = np.zeros(0, np.float32)
-        self._carry_at = 0  # where the carried samples start in the recording
-        self._skip = 0  # carried samples already transcribed: context for the planner only
+        self._next = 0  # where the next block starts in the recording
+        self._skip = 0  # samples at its start already transcribed: context for the planner only
         self._last_end = 0  # end of the last chunk transcribed, in the recording
         self._finished: list[tuple[Planned, ChunkResult]] = []
         self._failures: list[ChunkFailure] = []
@@ -83,15 +85,17 @@ class WindowFeed:
         self.windows = 0
         self.peak_samples = 0  # the most samples held at once (tests, logs)
 
-    def __call__(self, offset: int, block: np.ndarray, last: bool) -> None:
+    def __call__(self, offset: int, samples: np.ndarray, last: bool) -> int:
+        """Transcribe what ``samples`` (the block at ``offset``) settles; returns how many samples
+        at its end the next block must start with again (see the module contract)."""
         if offset == 0 and self.windows:
             logger.debug("{}: decoding started over; dropping {} window(s)", self.source, self.windows)
             self._reset()
-        samples = np.concatenate([self._carry, block]) if self._carry.size else block
-        del block
+        if offset != self._next:
+            raise ValueError(f"block at sample {offset}, expected {self._next}: the decoder skipped or repeated audio")
         self.peak_samples = max(self.peak_samples, samples.size)
         self.windows += 1
-        at, skip = self._carry_at, self._skip
+        at, skip = offset, self._skip
         seg_opts = segment.SegmentOptions(max_chunk_s=self.pipeline.options.max_chunk_s)
         chunks = [c for c in segment.plan_chunks(samples, SAMPLE_RATE, seg_opts) if c.end > skip]
         keep = chunks if last else chunks[: _edge(chunks, samples.size)]
@@ -113,9 +117,10 @@ class WindowFeed:
         # done up to: the last chunk transcribed; all of it when nothing in it is speech
         done = keep[-1].end if keep else (skip if chunks else samples.size)
         carry_from = samples.size if last else max(0, done - int(LOOKBACK_S * SAMPLE_RATE))
-        self._carry, self._carry_at, self._skip = samples[carry_from:].copy(), at + carry_from, done - carry_from
+        self._next, self._skip = at + carry_from, done - carry_from
         logger.debug("{}: window {} ({:.0f} s) gave {} chunk(s)", self.source, self.windows,
                      samples.size / SAMPLE_RATE, len(items))
+        return samples.size - carry_from
 
     def transcript(self, audio: DecodedAudio) -> Transcript:
         """The recording's Transcript, after :func:`decode_audio` returned ``audio`` (its metadata)."""

@@ -24,7 +24,9 @@ Contract:
   (16 kHz float32), about 1.4 GB at the default 6 h, plus ~1 s of working buffers.
 - ``on_window`` (with ``window_s``): a long recording is handed over while it is decoded, in
   consecutive blocks of ``window_s`` seconds, ``on_window(offset, block, last)`` (``offset`` in
-  samples; a decoder that starts over begins again at offset 0). Memory is one window. The last
+  samples; a decoder that starts over begins again at offset 0), which returns how many samples
+  at the block's end it wants to see again at the start of the next block (or None: none).
+  ``block`` is the decoder's buffer, valid during the call only. Memory is one window. The last
   block is handed over only after every check above passed; the returned DecodedAudio then has
   no samples (its ``duration_s`` is the whole length). Whatever ``on_window`` raises is raised
   unchanged, and a check that fails after some blocks were handed over still raises, so a
@@ -95,7 +97,7 @@ class DecodedAudio:
     channel_power: np.ndarray | None = None
 
 
-WindowConsumer = Callable[[int, "np.ndarray", bool], None]
+WindowConsumer = Callable[[int, "np.ndarray", bool], "int | None"]
 
 
 def decode_audio(path: str | os.PathLike[str], *, expect: FileIdentity | None = None,

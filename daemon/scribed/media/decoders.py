@@ -13,9 +13,11 @@ Contract:
   downmix (:class:`~scribed.media.channels.ChannelPower`), so speaker turns can tell whether the
   channels carry different people; the mono samples are unchanged by it.
 - ``windows`` (a :class:`Windows`): instead of one buffer for the whole recording, the 16 kHz
-  output is handed to ``windows.emit`` in blocks of ``windows.size`` samples as it is decoded,
-  and only the last, shorter block is returned; memory is then one window, whatever the length.
-  A decoder that starts over (libsndfile gave up, FFmpeg tries) calls ``windows.restart``.
+  output is handed to ``windows.emit`` as it is decoded, each block ``windows.size`` new samples
+  after whatever the consumer asked to see again, and only the last, shorter block is returned;
+  memory is then one buffer of one window (plus that overlap), whatever the length: the block
+  handed over *is* the buffer, never a copy. A decoder that starts over (libsndfile gave up,
+  FFmpeg tries) calls ``windows.restart``.
 - Heavy libraries (soundfile, av, soxr) are imported inside the functions.
 """
 
@@ -120,27 +122,37 @@ class SinkFailed(BaseException):
 class Windows:
     """Where a windowed decode puts its output: ``consume(offset, block, last)`` is called with
     consecutive blocks of the 16 kHz mono signal (``offset``: the block's first sample in the
-    recording; ``block``: a fresh array the consumer may keep). ``emitted`` counts what was
-    handed over; :meth:`restart` (a decoder starting over) resets it and tells the consumer by
-    an ``offset`` of 0 again. NaN/inf samples are replaced, as for a whole decode."""
+    recording) and returns how many samples at the block's end it wants again: the next block
+    starts with them (so blocks overlap by that much; 0 for none). ``block`` is the decoder's own
+    buffer, valid only during the call (it is reused; a consumer copies what it keeps), which is
+    what keeps a window in memory once, not two or three times. ``emitted`` is where the
+    decoder's buffer starts in the recording (the next block's offset) and ``blocks`` how many
+    were handed over; :meth:`restart` (a decoder starting over) resets both and tells the
+    consumer by an ``offset`` of 0 again. NaN/inf samples are replaced, as for a whole decode."""
 
     def __init__(self, size: int, consume: Any) -> None:
         self.size = max(1, int(size))
         self.consume = consume
         self.emitted = 0
+        self.blocks = 0
 
     def restart(self) -> None:
         self.emitted = 0
+        self.blocks = 0
 
-    def emit(self, block: np.ndarray, last: bool = False) -> None:
+    def emit(self, block: np.ndarray, last: bool = False) -> int:
+        """Hand ``block`` over; returns the overlap the consumer asked for (0 after the last)."""
         if not np.isfinite(block).all():
             np.nan_to_num(block, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
         offset = self.emitted
-        self.emitted += block.size
         try:
-            self.consume(offset, block, last)
+            again = self.consume(offset, block, last) or 0
         except BaseException as exc:
             raise SinkFailed(exc) from exc
+        again = 0 if last else min(max(0, int(again)), block.size)
+        self.emitted += block.size - again
+        self.blocks += 1
+        return again
 
 
 class MonoResampler:
@@ -160,6 +172,7 @@ class MonoResampler:
             hint = min(hint, windows.size + 2 * SAMPLE_RATE)
         self._buf = np.empty(hint, np.float32)
         self._n = 0
+        self._again = 0  # samples at the buffer's start the window consumer is seeing again
         self._pending: list[np.ndarray] = []
         self._pending_len = 0
         self._rate = 0
@@ -184,6 +197,8 @@ class MonoResampler:
         self._drain(last=True)
         out = self._buf
         self._buf = np.empty(0, np.float32)
+        if self._windows is not None:  # the last block: a view, as every block before it
+            return out[: self._n]
         out.resize(self._n, refcheck=False)  # shrinks in place: no second copy of the recording
         return out
 
@@ -206,12 +221,19 @@ class MonoResampler:
             grown = max(end, int(self._buf.size * 1.5))
             if self._max is not None:
                 grown = min(grown, self._max + SAMPLE_RATE)
-            self._buf.resize(max(grown, end), refcheck=False)
+            if self._windows is None:  # in place (no second copy); no view of it was handed out
+                self._buf.resize(max(grown, end), refcheck=False)
+            else:  # blocks handed out were views of it: never move memory under one
+                bigger = np.empty(max(grown, end), np.float32)
+                bigger[: self._n] = self._buf[: self._n]
+                self._buf = bigger
         self._buf[self._n:end] = chunk
         self._n = end
-        if self._windows is not None and self._n >= self._windows.size:
-            block, self._n = self._buf[: self._n].copy(), 0
-            self._windows.emit(block)
+        if self._windows is not None and self._n - self._again >= self._windows.size:
+            # the buffer itself goes out (no copy); what the consumer wants again moves to its start
+            again = self._windows.emit(self._buf[: self._n])
+            self._buf[:again] = self._buf[self._n - again:self._n]
+            self._n = self._again = again
 
 
 def _check_declared(declared: float | None, max_samples: int | None) -> None:
@@ -309,7 +331,7 @@ def decode_av(reader: Reader, name: str, max_samples: int | None = None, windows
         except av.FFmpegError:  # damaged container: keep what we have and judge the length below
             pass
         samples = sink.finish()
-    if samples.size == 0 and bad and not (windows and windows.emitted):
+    if samples.size == 0 and bad and not (windows and windows.blocks):
         raise AudioError(name, f"corrupt audio data ({bad} undecodable packets, nothing decoded)")
     if bad > good:
         raise AudioError(name, f"corrupt audio data ({bad} of {good + bad} packets undecodable)")

@@ -271,9 +271,9 @@ def test_a_recording_longer_than_a_group_is_transcribed_in_windows_with_the_same
     fed: list[int] = []
     real = windows.WindowFeed.__call__
 
-    def spy(self: windows.WindowFeed, offset: int, block: object, last: bool) -> None:
+    def spy(self: windows.WindowFeed, offset: int, block: object, last: bool) -> int:
         fed.append(offset)
-        real(self, offset, block, last)  # type: ignore[arg-type]
+        return real(self, offset, block, last)  # type: ignore[arg-type]
 
     monkeypatch.setattr(windows.WindowFeed, "__call__", spy)
     monkeypatch.setattr(runner, "MAX_GROUP_SECONDS", 20.0)

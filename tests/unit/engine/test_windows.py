@@ -60,13 +60,24 @@ def test_a_decoder_starting_over_drops_what_was_done(pipeline: Pipeline, tmp_pat
     feed = WindowFeed(pipeline, 0, "m.wav")
     half = samples.size // 2
     feed(0, samples[:half].copy(), False)
-    feed(0, samples[:half].copy(), False)  # libsndfile gave up, FFmpeg starts from the beginning
-    feed(half, samples[half:].copy(), True)
+    again = feed(0, samples[:half].copy(), False)  # libsndfile gave up, FFmpeg starts from the beginning
+    assert 0 < again < half
+    feed(half - again, samples[half - again:].copy(), True)
     once = WindowFeed(pipeline, 0, "m.wav")
-    once(0, samples[:half].copy(), False)
-    once(half, samples[half:].copy(), True)
+    assert once(0, samples[:half].copy(), False) == again
+    once(half - again, samples[half - again:].copy(), True)
     got, want = feed.transcript(audio).segments, once.transcript(audio).segments
     assert [(s.start, s.end, s.text) for s in got] == [(s.start, s.end, s.text) for s in want] and want
+
+
+def test_a_block_that_does_not_start_where_the_feed_asked_is_refused(pipeline: Pipeline, tmp_path: Path) -> None:
+    samples = decode_audio(_meeting(tmp_path / "m.wav", turns=4)).samples
+    feed = WindowFeed(pipeline, 0, "m.wav")
+    half = samples.size // 2
+    again = feed(0, samples[:half].copy(), False)
+    with pytest.raises(ValueError, match="skipped or repeated"):
+        feed(half, samples[half:].copy(), True)  # without the samples it asked to see again
+    assert again > 0
 
 
 def test_what_the_consumer_raises_comes_out_unchanged_and_nothing_falls_back(tmp_path: Path) -> None:

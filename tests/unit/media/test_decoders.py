@@ -6,12 +6,13 @@ The decoders themselves are exercised through decode_audio in test_audio.py (eve
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from scribed.media.decoders import MonoResampler, TooLong, mp3_has_toc, wav_declared_seconds
+from scribed.media.decoders import MonoResampler, TooLong, Windows, mp3_has_toc, wav_declared_seconds
 
 SR = 16000
 
@@ -50,6 +51,44 @@ def test_the_limit_stops_decoding_as_soon_as_it_is_passed() -> None:
     with pytest.raises(TooLong) as info:
         sink.add(second, SR)  # a whole second is resampled at once: the sixth passes the limit
     assert not info.value.declared and info.value.seconds == 6.0
+
+
+def _windowed(signal: np.ndarray, size: int, again: int, frame: int = 1000) -> list[tuple[int, np.ndarray, bool, int]]:
+    """Feed ``signal`` through a windowed sink whose consumer asks for ``again`` samples again;
+    returns (offset, copy of the block, last, address of the block's data) per block."""
+    seen: list[tuple[int, np.ndarray, bool, int]] = []
+
+    def consume(offset: int, block: np.ndarray, last: bool) -> int:
+        seen.append((offset, block.copy(), last, block.__array_interface__["data"][0]))
+        return again
+
+    windows = Windows(size, consume)
+    sink = MonoResampler(expect_seconds=signal.size / SR, windows=windows)
+    for start in range(0, signal.size, frame):
+        sink.add(signal[start:start + frame], SR)
+    rest = sink.finish()
+    assert windows.emitted + rest.size == signal.size  # what decode_audio reports as the length
+    windows.emit(rest, last=True)
+    return seen
+
+
+@pytest.mark.parametrize("again", [0, 700, 5000])
+def test_windows_overlap_by_what_the_consumer_asks_for_again(again: int) -> None:
+    signal = np.arange(SR * 8 + 123, dtype=np.float32)  # resampled (appended) a second at a time
+    seen = _windowed(signal, size=SR, again=again)
+    assert len(seen) >= 5 and [last for _, _, last, _ in seen] == [False] * (len(seen) - 1) + [True]
+    for (offset, block, _, _), (next_offset, _, _, _) in itertools.pairwise(seen):
+        assert next_offset == offset + block.size - again  # the next block starts with those samples
+        assert block.size - (again if offset else 0) >= SR  # each block brings a window of new audio
+    for offset, block, _, _ in seen:
+        assert np.array_equal(block, signal[offset:offset + block.size])  # nothing lost, moved or doubled
+    assert seen[-1][0] + seen[-1][1].size == signal.size
+
+
+def test_a_window_is_the_decoders_own_buffer_not_a_copy() -> None:
+    """Every block is handed over in place: one buffer, reused, so a window is in memory once."""
+    seen = _windowed(np.ones(SR * 4, np.float32), size=SR // 2, again=800)
+    assert len({address for *_, address in seen}) == 1
 
 
 def test_a_rate_change_mid_stream_is_handled() -> None:
