@@ -65,6 +65,38 @@ def test_a_batch_mixing_minimums_uses_the_largest_and_cuts_each_row_at_its_own_l
     assert 12 <= free.tokens <= 30
 
 
+def test_an_out_of_memory_batch_is_halved_and_retried_until_it_fits(engine: AsrEngine,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    real = engine._generate
+    sizes: list[int] = []
+
+    def generate(batch: list[ChunkRequest]) -> list:
+        sizes.append(len(batch))
+        if len(batch) > 2:  # what a GPU says when a batch's cache and activations do not fit
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return real(batch)
+
+    monkeypatch.setattr(engine, "_generate", generate)
+    requests = [ChunkRequest(_audio(i, 1.0 + i / 4), 40) for i in range(8)]
+    done: list[int] = []
+    results = engine.run(requests, 8, on_done=done.append)
+    assert [r.text for r in results] == [PHRASE_EN] * 8  # nothing lost, in request order
+    assert sizes == [8, 4, 2, 2, 2, 2] and done == [2, 2, 2, 2]  # halved until it fits, then kept
+
+
+def test_out_of_memory_on_a_single_row_is_raised(engine: AsrEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    def generate(batch: list[ChunkRequest]) -> list:
+        raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    monkeypatch.setattr(engine, "_generate", generate)
+    with pytest.raises(torch.OutOfMemoryError):
+        engine.run([ChunkRequest(_audio(1, 1.0), 40)] * 3, 4)
+
+
 def test_lifecycle_unload_and_reload_on_run(tiny_model: Path) -> None:
     e = AsrEngine(tiny_model, device="cpu", dtype="float32")
     assert not e.loaded and e.name == tiny_model.name
