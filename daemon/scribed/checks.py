@@ -81,6 +81,19 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Checker:
     return number(minimum, maximum, kind=int)
 
 
+def auto_or(inner: Checker, expected: str) -> Checker:
+    """``auto`` (any case), or a value ``inner`` accepts; ``expected`` names those for a string."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            if value.strip().lower() == "auto":
+                return "auto"
+            raise Bad(f"expected auto or {expected}")
+        return inner(value)
+
+    return check
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Bad("expected true or false")

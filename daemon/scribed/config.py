@@ -79,7 +79,8 @@ class ModelConfig:
     aligner_id: Annotated[str, c.nonempty_string] = "Qwen/Qwen3-ForcedAligner-0.6B-hf"  # word timestamps
     device: Annotated[str, c.device] = "auto"
     dtype: Annotated[str, c.choice("auto", "float32", "bfloat16", "float16")] = "auto"
-    batch_size: Annotated[int, c.integer(1, 1024)] = 16
+    # auto: the engine's choice for its device (engine.qwen3.AUTO_BATCH_SIZE); a number caps it
+    batch_size: Annotated[int | str, c.auto_or(c.integer(1, 1024), "an integer from 1 to 1024")] = "auto"
     idle_unload_min: Annotated[float, c.number(0)] = 30.0
     cache_dir: Annotated[Path | None, c.optional(c.path)] = None
 

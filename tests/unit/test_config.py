@@ -161,6 +161,15 @@ def test_max_depth() -> None:
         parse_config({"watch": {"max_depth": 0}})
 
 
+def test_batch_size_is_auto_unless_a_number_caps_it() -> None:
+    assert parse_config({}).model.batch_size == "auto"
+    assert parse_config({"model": {"batch_size": " AUTO "}}).model.batch_size == "auto"
+    assert parse_config({"model": {"batch_size": 64}}).model.batch_size == 64
+    with pytest.raises(ConfigError) as err:
+        parse_config({"model": {"batch_size": "big"}})
+    assert err.value.problems == ["At 'model.batch_size': expected auto or an integer from 1 to 1024, got 'big'"]
+
+
 def test_overlay_uses_the_same_rules() -> None:
     base = parse_config({"model": {"batch_size": 4}}, "file.yaml")
     with pytest.raises(ConfigError) as err:

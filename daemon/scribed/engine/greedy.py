@@ -9,6 +9,9 @@ Contract:
   sum of the attention mask minus one (0 on padding), then one more per step.
 - The prompt is run ``prefill_rows`` rows at a time (all rows when None) into one
   :class:`~scribed.engine.kvcache.BatchCache`; every decode step then runs all rows together.
+- With ``static`` the decode steps have fixed shapes over the whole reserved cache
+  (:mod:`scribed.engine.graphstep`), and with ``graph`` on CUDA they replay one captured CUDA
+  graph: the same tokens, without launching every kernel from Python each step.
 - :func:`supports` says whether a generation config asks only for what this loop does; the
   caller falls back to ``generate`` otherwise (repetition penalties, suppressed tokens, ...).
 
@@ -28,6 +31,7 @@ from typing import Any
 
 import torch
 
+from scribed.engine import graphstep
 from scribed.engine.kvcache import BatchCache
 
 # Generation-config fields that change greedy decoding, with the value that leaves it plain.
@@ -47,6 +51,8 @@ class DecodeStats:
     """
 
     prompt_s: float = 0.0
+    capture_s: float = 0.0  # CUDA graph captures of the decode step (engine.graphstep), warm-up included
+    captures: int = 0
     steps_by_rows: dict[int, list[float]] = field(default_factory=dict)
 
     @property
@@ -71,16 +77,22 @@ def supports(generation_config: Any) -> bool:
 @torch.inference_mode()
 def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tokens: int, min_new_tokens: int,
                   eos_ids: Sequence[int], pad_id: int, prefill_rows: int | None = None,
-                  stats: DecodeStats | None = None, between: Callable[[], object] | None = None) -> torch.Tensor:
+                  stats: DecodeStats | None = None, between: Callable[[], object] | None = None,
+                  static: bool = False, graph: bool = False) -> torch.Tensor:
     """Decode ``inputs`` (a processor's batch: input_ids, attention_mask, input_features, ...);
     times go to ``stats`` when given (the prompt includes the audio encoder); ``between`` is
-    called before every model call (the engine adjusts its thread count there)."""
+    called before every model call (the engine adjusts its thread count there).
+
+    ``static``: decode steps with fixed shapes (:class:`~scribed.engine.graphstep.StaticStep`),
+    and with ``graph`` on CUDA captured as a CUDA graph when the call has at least
+    :data:`~scribed.engine.graphstep.MIN_STEPS` steps; the same tokens either way."""
     started = time.perf_counter()
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     rows, prompt = ids.shape
     device = ids.device
     layers = model.config.get_text_config(decoder=True).num_hidden_layers
-    cache = BatchCache(layers, rows, max_new_tokens)
+    static = static and max_new_tokens > 1 and graphstep.usable(model)
+    cache = BatchCache(layers, rows, max_new_tokens, full_span=static)
     positions = mask.long().cumsum(-1) - 1
     positions.masked_fill_(mask == 0, 0)
     # the mask for every step at once; each step reads a longer prefix of it
@@ -107,8 +119,17 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     step_cache = cache.view(length=prompt)
-    prompt_done = time.perf_counter()
     position = positions[:, -1:]
+    fixed = graphstep.StaticStep(model, cache, mask, position) if static else None
+    if device.type == "cuda":  # the prompt's kernels are queued, not done: time them to the end
+        torch.cuda.synchronize(device)
+    prompt_done = time.perf_counter()
+    if fixed is not None and graph and device.type == "cuda" and max_new_tokens >= graphstep.MIN_STEPS:
+        captured = fixed.capture()
+        if stats is not None:
+            stats.captures += int(captured)
+            stats.capture_s += time.perf_counter() - prompt_done
+        prompt_done = time.perf_counter()
     steps = 0
     for step in range(max_new_tokens):
         if step < min_new_tokens:
@@ -123,6 +144,9 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
         position = position + 1
         if between:
             between()
+        if fixed is not None:
+            logits.copy_(fixed.step(token, position, step))
+            continue
         out = model(input_ids=token[:, None], attention_mask=full_mask[:, : prompt + step + 1],
                     position_ids=position, cache=step_cache, use_cache=True, logits_to_keep=1)
         logits.copy_(out.logits[:, -1])

@@ -54,10 +54,11 @@ class _Store:
     whole capacity between rows: ``[rows, kv_heads, capacity, head_dim]``.
     """
 
-    def __init__(self, rows: int, new_tokens: int, slab: _Slab) -> None:
+    def __init__(self, rows: int, new_tokens: int, slab: _Slab, full_span: bool = False) -> None:
         self.rows = rows
         self.new_tokens = max(1, new_tokens)
         self.slab = slab
+        self.full_span = full_span  # keys laid out over the whole capacity from the first write
         self.key_buffer: torch.Tensor | None = None  # flat, rows * kv_heads * capacity * head_dim
         self.values: torch.Tensor | None = None  # [rows, kv_heads, capacity, head_dim]
         self.heads = self.dim = self.capacity = 0
@@ -82,7 +83,7 @@ class _Store:
             self._allocate(keys, values, max(end, 2 * self.capacity))
         assert self.values is not None
         if end > self.span:
-            self._relayout(min(self.capacity, -(-end // BUCKET) * BUCKET))
+            self._relayout(self.capacity if self.full_span else min(self.capacity, -(-end // BUCKET) * BUCKET))
         stored = self.keys()
         stored[rows, :, start:end].copy_(keys)
         self.values[rows, :, start:end].copy_(values)
@@ -201,12 +202,14 @@ class BatchCache:
 
     :meth:`view` gives a transformers ``Cache`` over some rows, so the prompt can be filled a
     few rows at a time (prefill) and then decoded for all rows at once; views share storage.
+    ``full_span``: keys laid out over the whole reserved room from the start, as the fixed-shape
+    step of :mod:`scribed.engine.graphstep` reads them.
     """
 
-    def __init__(self, num_layers: int, rows: int, new_tokens: int) -> None:
+    def __init__(self, num_layers: int, rows: int, new_tokens: int, *, full_span: bool = False) -> None:
         self.rows = rows
         slab = _Slab(num_layers)
-        self.stores = [_Store(rows, new_tokens, slab) for _ in range(num_layers)]
+        self.stores = [_Store(rows, new_tokens, slab, full_span) for _ in range(num_layers)]
 
     def view(self, start: int = 0, stop: int | None = None, *, length: int = 0) -> Cache:
         """A cache over rows ``start:stop`` whose first ``length`` positions are already filled."""

@@ -1,7 +1,8 @@
 """The model: Qwen3-ASR through transformers' native classes (the ``transformers`` backend).
 
 Only this module, :mod:`scribed.engine.checkpoints` and the model parts this module uses
-(:mod:`~scribed.engine.kvcache`, :mod:`~scribed.engine.greedy`, :mod:`~scribed.engine.prepack`,
+(:mod:`~scribed.engine.kvcache`, :mod:`~scribed.engine.greedy`, :mod:`~scribed.engine.graphstep`,
+:mod:`~scribed.engine.prepack`,
 :mod:`~scribed.engine.encoder`, the aligner) import torch/transformers in production code
 (:mod:`scribed.tools.bench` is the other, outside the engine contract).
 
@@ -14,7 +15,8 @@ Contract:
 - ``device="auto"``: CUDA with bfloat16 + SDPA attention when a GPU is present, else CPU float32.
 - Decoding: scribed's greedy loop (:mod:`scribed.engine.greedy`, the same tokens as
   ``generate``) on a pre-sized cache (:mod:`scribed.engine.kvcache`); ``generate`` only for a
-  generation config that asks for more than greedy decoding.
+  generation config that asks for more than greedy decoding. On CUDA the decode steps have
+  fixed shapes and replay one CUDA graph per model call (:mod:`scribed.engine.graphstep`).
 - A model call takes at most ``batch_size`` requests and no more than the memory budget holds
   (:meth:`AsrEngine.rows_for`); a CUDA out-of-memory error halves the batch and retries; it
   never fails a file by itself. Memory freed by a run is handed back to the system after it.
@@ -85,6 +87,12 @@ CHAT_TEMPLATE = (
 
 EOS_TOKEN_IDS = (151643, 151645)  # <|endoftext|>, <|im_end|>
 
+# model.batch_size: auto, by device type. CPU: decode steps are bandwidth-bound and the prompt
+# runs a row at a time, so 16 rows of 30 s chunks share each weight read within the memory
+# budget. CUDA: a replayed decode step (engine.graphstep) costs about the same from 1 to 128
+# rows; free GPU memory bounds it further (rows_for), and an out-of-memory error halves it.
+AUTO_BATCH_SIZE = {"cpu": 16, "cuda": 128}
+
 
 def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     """Map config strings to torch objects; ``auto`` prefers CUDA + bfloat16."""
@@ -137,6 +145,10 @@ class AsrEngine:
         # Prompt rows run together: on a CPU one at a time (compute-bound, and slower per row in
         # a batch: engine.greedy), on a GPU the whole batch.
         self.prefill_rows: int | None = 1 if self.device.type == "cpu" else None
+        # On a GPU, decode steps with fixed shapes replayed as one CUDA graph per model call
+        # (engine.graphstep: eager steps there are bound by launching kernels from Python)
+        self.static_steps = self.device.type == "cuda"
+        self.cuda_graphs = True
         # On a CPU: as many threads as other processes leave cores free (engine.cpushare)
         self.core_share: CoreShare | None = CoreShare(cpu_threads()) if self.device.type == "cpu" else None
         self.threads_used: set[int] = set()
@@ -216,9 +228,15 @@ class AsrEngine:
         return None
 
     # -- inference -----------------------------------------------------------------------------
-    def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
+    @property
+    def auto_batch_size(self) -> int:
+        """The batch size ``model.batch_size: auto`` stands for on this engine's device."""
+        return AUTO_BATCH_SIZE.get(self.device.type, 16)
+
+    def run(self, requests: Sequence[ChunkRequest], batch_size: int | None, *,
             on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
-        """Transcribe ``requests`` in order-preserving batches of up to ``batch_size``.
+        """Transcribe ``requests`` in order-preserving batches of up to ``batch_size``
+        (None: :attr:`auto_batch_size`).
 
         Requests are batched in the order given (callers sort by length so padding stays small);
         only requests with the same language and prompt share a batch, and no more than the
@@ -228,7 +246,7 @@ class AsrEngine:
         self.load()
         results: list[ChunkResult | None] = [None] * len(requests)
         pending = list(range(len(requests)))
-        size = max(1, batch_size)
+        size = self.auto_batch_size if batch_size is None else max(1, batch_size)
         while pending:
             head = requests[pending[0]]
             group = [i for i in pending[: size * 4]
@@ -287,6 +305,7 @@ class AsrEngine:
             new_tokens = greedy.greedy_decode(
                 self.model, inputs, max_new_tokens=limit, min_new_tokens=minimum, eos_ids=EOS_TOKEN_IDS,
                 pad_id=pad_id, prefill_rows=self.prefill_rows, stats=self.stats, between=self._share_cores,
+                static=self.static_steps, graph=self.cuda_graphs,
             ).cpu().numpy()
         else:  # a generation config with more than plain greedy decoding: transformers' own loop
             self._share_cores()

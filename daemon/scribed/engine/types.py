@@ -53,8 +53,9 @@ class Engine(Protocol):
 
     Contract: ``load()`` is idempotent and raises ``ModelError`` with the fix on failure;
     ``unload()`` frees the weights and a later ``run`` loads again; ``run`` returns exactly one
-    result per request, in request order, batching up to ``batch_size`` requests at a time and
-    calling ``on_done(n)`` after each batch with the number of requests it finished.
+    result per request, in request order, batching up to ``batch_size`` requests at a time (None:
+    as many as the engine picks for its device) and calling ``on_done(n)`` after each batch with
+    the number of requests it finished.
     ``peak_memory_bytes()`` is the accelerator's peak allocation, or None where not measured (CPU).
     """
 
@@ -73,7 +74,7 @@ class Engine(Protocol):
 
     def peak_memory_bytes(self) -> int | None: ...
 
-    def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
+    def run(self, requests: Sequence[ChunkRequest], batch_size: int | None, *,
             on_done: Callable[[int], None] | None = None) -> list[ChunkResult]: ...
 
 
@@ -94,7 +95,7 @@ class TranscribeOptions:
     glossary: Mapping[str, str] = field(default_factory=dict)
     max_chunk_s: float = 30.0
     paragraph_pause_s: float = 3.0
-    batch_size: int = 16
+    batch_size: int | None = None  # None: the engine's own choice for its device (model.batch_size: auto)
     # Output budget per chunk: fast Mandarin runs ~6 tokens/s and English ~4, so 12 tokens per
     # second plus room for the "language X<asr_text>" header is twice what real speech needs.
     tokens_per_s: float = 12.0
@@ -112,7 +113,8 @@ class TranscribeOptions:
         t = cfg.transcription
         values: dict[str, object] = dict(
             language=text.language_name(t.language), context=t.context, glossary=dict(t.glossary),
-            max_chunk_s=t.max_chunk_s, paragraph_pause_s=t.paragraph_pause_s, batch_size=cfg.model.batch_size,
+            max_chunk_s=t.max_chunk_s, paragraph_pause_s=t.paragraph_pause_s,
+            batch_size=None if cfg.model.batch_size == "auto" else int(cfg.model.batch_size),
             speakers=t.speakers, min_speakers=t.min_speakers, max_speakers=t.max_speakers,
             word_timestamps=t.word_timestamps,
             aligner=AlignerSpec(cfg.model.aligner_id, cfg.model.cache_dir, cfg.model.device, cfg.model.dtype),

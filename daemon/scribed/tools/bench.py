@@ -21,9 +21,10 @@ Contract:
 - :func:`run_bench` returns the report (JSON-able dict); ``--json`` prints it as one object.
   Keys: date, scribed, python, torch, transformers, cpu, threads, loadavg_before/after, audio,
   tokens_per_audio_s, quick, models[] with architecture, path, random_weights, device, dtype,
-  parameters, build_s, load_s, warmup_s, batch_size, scenarios{name: row}, batched_speedup (its
-  ratio is None when the memo is a single chunk). See :func:`run_scenario` for a row's keys
-  (plus ``segment_s``: chunk planning alone, the speed ``media.segment`` is judged by).
+  parameters, build_s, load_s, warmup_s, batch_size (batch_size_auto: that is what auto gave),
+  scenarios{name: row}, batched_speedup (its ratio is None when the memo is a single chunk).
+  See :func:`run_scenario` for a row's keys (plus ``segment_s``: chunk planning alone, the speed
+  ``media.segment`` is judged by).
   No time thresholds anywhere: this measures, it does not judge.
 """
 
@@ -140,6 +141,8 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
                 started["process_s"], started["import_s"], started["load_s"], started["first_chunk_s"])
     engine = AsrEngine(path, device=device, dtype=dtype, name=architecture)
     engine.load()
+    auto = options.batch_size is None
+    options = dataclasses.replace(options, batch_size=engine.auto_batch_size if auto else options.batch_size)
     logger.info("{}: loaded on {} in {:.1f} s", architecture, engine.device_name, engine.load_seconds)
 
     segment_s: dict[str, float] = {}
@@ -217,7 +220,7 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
         "architecture": architecture, "path": str(path), "random_weights": random_weights,
         "device": engine.device_name, "dtype": str(engine.dtype).removeprefix("torch."), "parameters": params,
         "build_s": None if build_s is None else round(build_s, 1), "load_s": round(engine.load_seconds, 2),
-        "warmup_s": warmup, "batch_size": options.batch_size, "scenarios": scenarios,
+        "warmup_s": warmup, "batch_size": options.batch_size, "batch_size_auto": auto, "scenarios": scenarios,
         "batched_speedup": speedup, "contended": contended, "decode_steps": steps, "memory": memory,
         "startup": started,
     }
@@ -271,7 +274,9 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     durations = durations_from(args, os.environ.get("SCRIBED_BENCH_DURATIONS"),
                                os.environ.get("SCRIBED_BENCH_MEMORY"), os.environ.get("SCRIBED_BENCH_STEPS"))
     batch_size = cfg.model.batch_size if args.batch_size is None else args.batch_size
-    if batch_size < 1:
+    if batch_size == "auto":
+        batch_size = None  # the engine's choice for its device (bench_model reports the number)
+    elif int(batch_size) < 1:
         raise UsageError("--batch-size must be at least 1")
     device = args.device or ("cpu" if args.quick else cfg.model.device)
     options = TranscribeOptions.from_config(cfg, batch_size=batch_size)

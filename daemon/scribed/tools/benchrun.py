@@ -85,7 +85,7 @@ class BenchEngine:
         tokens = max(1, round(longest * self.tokens_per_s))
         return [dataclasses.replace(r, min_new_tokens=tokens, max_new_tokens=tokens) for r in requests]
 
-    def run(self, requests: Sequence[ChunkRequest], batch_size: int, *,
+    def run(self, requests: Sequence[ChunkRequest], batch_size: int | None, *,
             on_done: Callable[[int], None] | None = None) -> list[ChunkResult]:
         def done(n: int) -> None:
             self.batches += 1
@@ -118,7 +118,8 @@ def run_scenario(engine: Any, paths: Sequence[Path], options: TranscribeOptions,
 
     Keys: recordings, audio_s, wall_s, x_realtime, rtf, cpu_s, chunks, batches, batch_size,
     batch_size_used, tokens, tokens_per_audio_s, load_s, peak_rss_bytes, peak_rss_scope,
-    peak_gpu_bytes, prompt_s (prompt passes, audio encoder included), decode_steps,
+    peak_gpu_bytes, prompt_s (prompt passes, audio encoder included), decode_steps, graph_captures and
+    capture_s (CUDA graphs of the decode step, engine.graphstep),
     decode_ms_per_step (all one-token steps of the scenario, whatever their batch size),
     threads_used (the CPU thread counts the engine chose during it).
     """
@@ -148,6 +149,7 @@ def run_scenario(engine: Any, paths: Sequence[Path], options: TranscribeOptions,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_rss_scope": scope,
         "peak_gpu_bytes": engine.peak_memory_bytes(),
         "prompt_s": round(stats.prompt_s, 2), "decode_steps": stats.steps,
+        "graph_captures": stats.captures, "capture_s": round(stats.capture_s, 2),
         "threads_used": sorted(engine.threads_used),
         "decode_ms_per_step": round(1000 * stats.step_s / stats.steps, 1) if stats.steps else None,
     }
@@ -176,7 +178,8 @@ def decode_steps(engine: Any, audio: np.ndarray, batch_sizes: Sequence[int], *, 
         rows.append({"batch": b, "chunk_s": chunk_s, "steps": int(done),
                      "context_tokens": budget.prompt_positions(chunk_s) + steps,
                      "ms_per_step": round(1000 * seconds / done, 1) if done else None,
-                     "prompt_s_per_row": round(engine.stats.prompt_s / b, 2)})
+                     "prompt_s_per_row": round(engine.stats.prompt_s / b, 2),
+                     "capture_s": round(engine.stats.capture_s, 3)})
     return rows
 
 

@@ -16,7 +16,7 @@ import torch
 from transformers import Qwen3ASRForConditionalGeneration
 
 from fixtures.tinymodel import PHRASE_EN, PHRASE_ZH, _speechlike
-from scribed.engine.greedy import greedy_decode
+from scribed.engine.greedy import DecodeStats, greedy_decode
 from scribed.engine.qwen3 import EOS_TOKEN_IDS, AsrEngine
 from scribed.engine.types import ChunkRequest
 
@@ -60,12 +60,33 @@ def test_greedy_decoding_gives_generates_tokens_on_the_gpu(engine: AsrEngine, ti
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize(("minimum", "limit"), [(0, 40), (24, 24), (3, 20)])
+def test_decode_steps_replayed_as_a_cuda_graph_give_generates_tokens(engine: AsrEngine, tiny_model: Path,
+                                                                   minimum: int, limit: int) -> None:
+    stock = Qwen3ASRForConditionalGeneration.from_pretrained(
+        tiny_model, local_files_only=True, dtype=torch.float32, attn_implementation="sdpa").eval().to("cuda")
+    rng = np.random.default_rng(11)
+    audio = [_speechlike(rng, s) for s in (5.1, 2.6, 7.9, 3.3)]
+    inputs = dict(engine.processor.apply_transcription_request(audio).to("cuda"))
+    pad = engine.processor.tokenizer.pad_token_id
+    with torch.inference_mode():
+        want = stock.generate(**inputs, max_new_tokens=limit, min_new_tokens=minimum, do_sample=False,
+                              num_beams=1, pad_token_id=pad)[:, inputs["input_ids"].shape[1]:]
+    stats = DecodeStats()
+    got = greedy_decode(engine.model, inputs, max_new_tokens=limit, min_new_tokens=minimum, eos_ids=EOS_TOKEN_IDS,
+                        pad_id=pad, static=True, graph=True, stats=stats)
+    assert stats.captures == 1  # really replayed, not the eager fallback
+    assert torch.equal(got, want)
+
+
 def test_transcripts_on_the_gpu_are_the_cpus(engine: AsrEngine, tiny_model: Path) -> None:
     requests = [ChunkRequest(_audio(i, 1.0 + i), 40, language="Chinese" if i % 2 else None) for i in range(5)]
     cpu = AsrEngine(tiny_model, device="cpu", dtype="float32", name="tiny")
     want = [(r.text, r.language, r.tokens) for r in cpu.run(requests, 4)]
+    engine.stats = DecodeStats()
     got = [(r.text, r.language, r.tokens) for r in engine.run(requests, 4)]
     assert got == want
+    assert engine.static_steps and engine.stats.captures >= 1  # the engine's own path: graphs
     assert [text for text, _, _ in got] == [PHRASE_EN, PHRASE_ZH, PHRASE_EN, PHRASE_ZH, PHRASE_EN]
 
 

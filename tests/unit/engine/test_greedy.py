@@ -15,7 +15,8 @@ import torch
 from transformers import Qwen3ASRForConditionalGeneration
 
 from fixtures.tinymodel import _speechlike
-from scribed.engine.greedy import greedy_decode, supports
+from scribed.engine import graphstep
+from scribed.engine.greedy import DecodeStats, greedy_decode, supports
 from scribed.engine.qwen3 import EOS_TOKEN_IDS, AsrEngine
 from scribed.engine.types import ChunkRequest
 
@@ -56,6 +57,24 @@ def test_same_tokens_as_generate(engine: AsrEngine, stock: Qwen3ASRForConditiona
     if minimum == 0:  # the fixture ends its phrase early: rows stop, then pad
         assert got.shape[1] < limit
         assert bool(torch.isin(got, torch.tensor(EOS_TOKEN_IDS)).any(dim=1).all())
+
+
+@pytest.mark.parametrize(("minimum", "limit"), [(0, 12), (12, 12), (3, 20)])
+def test_fixed_shape_steps_give_the_same_tokens_as_generate(engine: AsrEngine, stock: Qwen3ASRForConditionalGeneration,
+                                                            minimum: int, limit: int) -> None:
+    # what a GPU replays as a CUDA graph (engine.graphstep), run eagerly here: every step over the
+    # whole reserved cache, the new position written through a device index, the rest masked
+    inputs = _inputs(engine, (6.3, 2.1, 4.0))
+    pad = engine.processor.tokenizer.pad_token_id
+    with torch.inference_mode():
+        want = stock.generate(**inputs, max_new_tokens=limit, min_new_tokens=minimum, do_sample=False,
+                              num_beams=1, pad_token_id=pad)[:, inputs["input_ids"].shape[1]:]
+    stats = DecodeStats()
+    assert graphstep.usable(engine.model)  # Qwen3-ASR's decoder: full attention in every layer
+    got = greedy_decode(engine.model, inputs, max_new_tokens=limit, min_new_tokens=minimum,
+                        eos_ids=EOS_TOKEN_IDS, pad_id=pad, static=True, graph=True, stats=stats)
+    assert torch.equal(got, want)
+    assert stats.captures == 0  # no graph on a CPU: the same step, eagerly
 
 
 def test_forced_language_prefix_decodes_the_same(engine: AsrEngine, stock: Qwen3ASRForConditionalGeneration) -> None:

@@ -44,6 +44,14 @@ def test_results_come_back_in_request_order_with_progress(engine: AsrEngine) -> 
     assert not any(r.hit_limit for r in results)
 
 
+def test_no_batch_size_means_the_engines_choice_for_its_device(engine: AsrEngine) -> None:
+    assert engine.auto_batch_size == 16  # a CPU (engine.qwen3.AUTO_BATCH_SIZE)
+    requests = [ChunkRequest(_audio(i, 1.0), 20) for i in range(18)]
+    done: list[int] = []
+    engine.run(requests, None, on_done=done.append)
+    assert done == [16, 2]
+
+
 def test_a_too_small_budget_is_reported_as_hitting_the_limit(engine: AsrEngine) -> None:
     (result,) = engine.run([ChunkRequest(_audio(1, 2.0), 2)], 4)
     assert result.hit_limit and result.tokens == 2

@@ -31,6 +31,7 @@ def test_options_from_config_and_overrides() -> None:
     assert (opts.language, opts.context, dict(opts.glossary)) == ("Chinese", "Q3 review", {"a": "b"})
     assert (opts.max_chunk_s, opts.paragraph_pause_s, opts.batch_size, opts.base_tokens) == (20, 4, 3, 7)
     assert TranscribeOptions.from_config(parse_config({})).language is None  # auto = detect per chunk
+    assert TranscribeOptions.from_config(parse_config({})).batch_size is None  # auto = the engine's choice
 
 
 def test_speaker_and_word_timing_options_from_config() -> None:
