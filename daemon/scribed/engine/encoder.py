@@ -13,16 +13,27 @@ Contract:
   False, changing nothing, also for a model without that encoder.
 - Only the encoder's last hidden state is returned (no recorded hidden states or attentions:
   nothing in scribed asks for them).
+- :func:`group_window_attention` makes the encoder layers' self-attention run all attention
+  windows of one length in one call, instead of one call per window (transformers does that for
+  every attention implementation but flash-attention's), with the stock output bit for bit: a
+  probe compares the two once at patch time, random windows of mixed lengths, and nothing is
+  patched when they differ. The grouping is computed once per encoder call and shared by its
+  layers.
 
-Why: the stock forward runs the first convolution on every window of the chunk at once; for a
+Why (windows): the stock forward runs the first convolution on every window of the chunk at once; for a
 30 s chunk that is one [30, 480, 64, 50] activation (184 MB in float32) plus its GELU's copy,
 the largest transient of a whole model call -- larger than one row's key/value cache. Eight
 windows at a time hold a quarter of it (docs/performance.md).
+Why (attention): a 30 s chunk has four 8 s attention windows, so a GPU batch of 58 chunks made
+232 attention calls in each of the 18 layers (plus the splits and the join), each a few
+launches from Python; grouped, about two per layer.
 """
 
 from __future__ import annotations
 
+import itertools
 import types
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -119,3 +130,70 @@ def _forward(self: Any, input_features: torch.Tensor, input_features_mask: torch
     for encoder_layer in self.layers:
         hidden_states = encoder_layer(hidden_states, cu_seqlens, max_seqlen=max_seqlen, **kwargs)[0]
     return BaseModelOutputWithPooling(last_hidden_state=self.ln_post(hidden_states))
+
+
+@dataclass
+class _Groups:
+    """The windows of the last ``cu_seqlens`` seen, by length: ``(length, count, row index)``."""
+
+    key: torch.Tensor | None = None
+    groups: list[tuple[int, int, torch.Tensor]] = field(default_factory=list)
+
+    def of(self, cu_seqlens: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
+        if self.key is not cu_seqlens:  # one encoder call: every layer gets the same tensor
+            bounds = cu_seqlens.tolist()
+            starts: dict[int, list[int]] = {}
+            for a, b in itertools.pairwise(bounds):
+                if b > a:
+                    starts.setdefault(b - a, []).append(a)
+            self.groups = [(length, len(first), (torch.tensor(first)[:, None] + torch.arange(length)).reshape(-1)
+                            .to(cu_seqlens.device)) for length, first in starts.items()]
+            self.key = cu_seqlens
+        return self.groups
+
+
+def _grouped(self: Any, hidden_states: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int | None = None,
+             **kwargs: Any) -> torch.Tensor:
+    # transformers' Qwen3ASRAudioAttention.forward (5.x) without flash-attention, one call per window length
+    seq_length = hidden_states.shape[0]
+    q, k, v = (proj(hidden_states).reshape(seq_length, self.num_heads, -1)
+               for proj in (self.q_proj, self.k_proj, self.v_proj))
+    out = torch.empty_like(q)
+    for length, count, index in self.scribed_groups.of(cu_seqlens):
+        q_w, k_w, v_w = (t.index_select(0, index).view(count, length, self.num_heads, -1).transpose(1, 2)
+                         for t in (q, k, v))
+        done = F.scaled_dot_product_attention(q_w, k_w, v_w, dropout_p=0.0, scale=self.scaling, is_causal=False)
+        out.index_copy_(0, index, done.transpose(1, 2).reshape(count * length, self.num_heads, -1))
+    return self.out_proj(out.reshape(seq_length, -1))
+
+
+def group_window_attention(model: Any) -> bool:
+    """Patch ``model``'s audio encoder layers in place (see the module contract); True when done."""
+    tower = _tower(model)
+    layers = getattr(tower, "layers", None)
+    if tower is None or not layers:
+        return False
+    attention = layers[0].self_attn
+    names = ("q_proj", "k_proj", "v_proj", "out_proj", "num_heads", "embed_dim", "config")
+    if not all(hasattr(attention, name) for name in names):
+        return False
+    if stock.is_flash_attention_requested(attention.config):  # varlen flash-attention: one call already
+        return False
+    like = next(attention.parameters())  # a bias: weights may be packed away (engine.prepack)
+    g = torch.Generator().manual_seed(0)
+    probe = torch.randn((37, attention.embed_dim), generator=g).to(device=like.device, dtype=like.dtype)
+    cu_seqlens = torch.tensor([0, 13, 26, 30, 37], dtype=torch.int32, device=like.device)  # 13, 13, 4, 7
+    attention.scribed_groups = _Groups()
+    try:
+        with torch.inference_mode():
+            same = torch.equal(_grouped(attention, probe, cu_seqlens), attention(probe, cu_seqlens))
+    except RuntimeError:
+        same = False
+    if not same:
+        del attention.scribed_groups
+        return False
+    shared = _Groups()
+    for layer in layers:
+        layer.self_attn.scribed_groups = shared
+        layer.self_attn.forward = types.MethodType(_grouped, layer.self_attn)
+    return True

@@ -157,6 +157,7 @@ class AsrEngine:
         # bits, faster), float32 ones as they are (last-bit differences from MKL, faster)
         self.prepack = True
         self.slice_encoder = True  # engine.encoder: the convolutions in slices of windows
+        self.group_attention = True  # engine.encoder: the encoder's attention, one call per window length
         self.packed = prepack.Packed()
         self.routed_float32 = 0
 
@@ -205,6 +206,9 @@ class AsrEngine:
             windows = encoder.CUDA_WINDOWS if self.device.type == "cuda" else encoder.CPU_WINDOWS
             if not encoder.slice_front_end(self.model, windows):
                 logger.debug("audio encoder left stock (not the known encoder, or slices gave other bits)")
+        # its attention windows of one length in one call each (bit-identical, engine.encoder)
+        if self.group_attention and not encoder.group_window_attention(self.model):
+            logger.debug("audio encoder attention left stock (not the known encoder, or grouping gave other bits)")
         if self.device.type == "cpu" and self.prepack:
             self.packed = prepack.pack_linears(self.model)
             logger.debug("{} linear weights pre-packed for oneDNN ({:.2f} GB; {:.2f} GB of file pages released)",

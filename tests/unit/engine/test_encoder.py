@@ -105,3 +105,44 @@ def test_a_model_without_that_encoder_is_left_alone() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
     assert encoder.slice_front_end(model) is False
     assert not hasattr(model, "scribed_windows")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_grouped_window_attention_gives_the_stock_output_bit_for_bit(tiny_model: Path, dtype: str) -> None:
+    engine = AsrEngine(tiny_model, device="cpu", dtype=dtype, name="tiny")
+    engine.group_attention = False
+    engine.load()
+    tower = engine.model.model.audio_tower
+    inputs = _inputs(engine, (29.7, 11.3, 4.2, 30.0))  # several 8 s windows per row, tails of other lengths
+    features, mask = inputs["input_features"], inputs["input_features_mask"]
+    calls: list[tuple[int, ...]] = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(q: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(tuple(q.shape))
+        return real(q, *args, **kwargs)
+
+    with torch.inference_mode():
+        want = tower(input_features=features, input_features_mask=mask).last_hidden_state
+        assert encoder.group_window_attention(engine.model)
+        try:
+            torch.nn.functional.scaled_dot_product_attention = counting
+            got = tower(input_features=features, input_features_mask=mask).last_hidden_state
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = real
+    assert got.shape == want.shape and torch.equal(got, want)
+    layers = len(tower.layers)
+    windows = sum(count for _length, count, _index in tower.layers[0].self_attn.scribed_groups.groups)
+    assert windows > len({length for length, _c, _i in tower.layers[0].self_attn.scribed_groups.groups}) > 1
+    assert len(calls) == layers * len(tower.layers[0].self_attn.scribed_groups.groups)  # one call per length
+    assert sum(shape[0] for shape in calls) == layers * windows  # every window attended once per layer
+
+
+def test_the_engine_groups_the_encoders_attention_and_transcribes_the_same(tiny_model: Path) -> None:
+    plain = AsrEngine(tiny_model, device="cpu", dtype="float32", name="tiny")
+    plain.group_attention = False
+    grouped = AsrEngine(tiny_model, device="cpu", dtype="float32", name="tiny")
+    grouped.load()
+    assert hasattr(grouped.model.model.audio_tower.layers[0].self_attn, "scribed_groups")
+    requests = [ChunkRequest(_speechlike(np.random.default_rng(i), 6.0 + 5 * i), 30) for i in range(3)]
+    assert [r.text for r in grouped.run(requests, 3)] == [r.text for r in plain.run(requests, 3)]
