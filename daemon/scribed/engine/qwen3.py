@@ -2,8 +2,8 @@
 
 Only this module, :mod:`scribed.engine.checkpoints` and the model parts this module uses
 (:mod:`~scribed.engine.kvcache`, :mod:`~scribed.engine.greedy`, :mod:`~scribed.engine.graphstep`,
-:mod:`~scribed.engine.prepack`,
-:mod:`~scribed.engine.encoder`, the aligner) import torch/transformers in production code
+:mod:`~scribed.engine.prepack`, :mod:`~scribed.engine.encoder`, the aligner) import
+torch/transformers in production code
 (:mod:`scribed.tools.bench` is the other, outside the engine contract).
 
 Contract:
