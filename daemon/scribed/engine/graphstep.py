@@ -34,9 +34,12 @@ from scribed.engine.kvcache import BatchCache
 MIN_STEPS = 16  # decode steps of a call from which capturing pays (a capture costs ~2 eager steps)
 
 
+def _layer_types(model: Any) -> set[str]:
+    return set(getattr(model.config.get_text_config(decoder=True), "layer_types", None) or ["full_attention"])
+
+
 def usable(model: Any) -> bool:
-    text_config = model.config.get_text_config(decoder=True)
-    return set(getattr(text_config, "layer_types", None) or ["full_attention"]) == {"full_attention"}
+    return _layer_types(model) == {"full_attention"}
 
 
 class _StaticLayer(DynamicLayer):
@@ -74,18 +77,17 @@ class StaticStep:
             raise ValueError("StaticStep needs a BatchCache built with full_span=True, filled by the prompt")
         for store in stores:
             # attention reads every reserved position, at probability 0 past the filled ones, and
-            # 0 x an uninitialised NaN would be NaN
+            # 0 x an uninitialised NaN would be NaN (the keys past them were zeroed when the
+            # store laid them out over its whole capacity)
             assert store.values is not None
             store.values[:, :, store.filled:].zero_()
-            store.keys()[:, :, store.filled:].zero_()
         self.index = torch.full((1,), self.prompt, dtype=torch.long, device=device)
         self.tokens = torch.zeros((rows, 1), dtype=torch.long, device=device)
         self.positions = last_position.clone()
         self.mask = torch.zeros((rows, 1, 1, capacity), dtype=torch.bool, device=device)
         self.mask[:, 0, 0, : self.prompt] = prompt_mask.bool()
         self.cache = Cache(layers=[_StaticLayer(s.keys(), s.values, self.index) for s in stores])
-        text_config = model.config.get_text_config(decoder=True)
-        self.masks = {kind: self.mask for kind in set(getattr(text_config, "layer_types", None) or ["full_attention"])}
+        self.masks = {kind: self.mask for kind in _layer_types(model)}
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None
 

@@ -95,9 +95,6 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
     cache = BatchCache(layers, rows, max_new_tokens, full_span=static)
     positions = mask.long().cumsum(-1) - 1
     positions.masked_fill_(mask == 0, 0)
-    # the mask for every step at once; each step reads a longer prefix of it
-    full_mask = torch.ones((rows, prompt + max_new_tokens), dtype=mask.dtype, device=device)
-    full_mask[:, :prompt] = mask
     step_rows = rows if not prefill_rows else max(1, prefill_rows)
     firsts = []
     for start in range(0, rows, step_rows):
@@ -118,9 +115,13 @@ def greedy_decode(model: Any, inputs: Mapping[str, torch.Tensor], *, max_new_tok
     eos = torch.tensor(list(eos_ids), device=device)
     unfinished = torch.ones(rows, dtype=torch.bool, device=device)
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    step_cache = cache.view(length=prompt)
     position = positions[:, -1:]
     fixed = graphstep.StaticStep(model, cache, mask, position) if static else None
+    if fixed is None:
+        step_cache = cache.view(length=prompt)
+        # the mask for every step at once; each step reads a longer prefix of it
+        full_mask = torch.ones((rows, prompt + max_new_tokens), dtype=mask.dtype, device=device)
+        full_mask[:, :prompt] = mask
     if device.type == "cuda":  # the prompt's kernels are queued, not done: time them to the end
         torch.cuda.synchronize(device)
     prompt_done = time.perf_counter()
