@@ -75,18 +75,15 @@ class StaticStep:
         capacity = stores[0].capacity
         if any(s.capacity != capacity or s.span != capacity for s in stores):
             raise ValueError("StaticStep needs a BatchCache built with full_span=True, filled by the prompt")
-        for store in stores:
-            # attention reads every reserved position, at probability 0 past the filled ones, and
-            # 0 x an uninitialised NaN would be NaN (the keys past them were zeroed when the
-            # store laid them out over its whole capacity)
-            assert store.values is not None
-            store.values[:, :, store.filled:].zero_()
+        # attention reads every reserved position, at probability 0 past the filled ones, and
+        # 0 x an uninitialised NaN would be NaN: the keys and values past them were zeroed when
+        # the store laid them out over its whole capacity (kvcache._Store._relayout)
         self.index = torch.full((1,), self.prompt, dtype=torch.long, device=device)
         self.tokens = torch.zeros((rows, 1), dtype=torch.long, device=device)
         self.positions = last_position.clone()
         self.mask = torch.zeros((rows, 1, 1, capacity), dtype=torch.bool, device=device)
         self.mask[:, 0, 0, : self.prompt] = prompt_mask.bool()
-        self.cache = Cache(layers=[_StaticLayer(s.keys(), s.values, self.index) for s in stores])
+        self.cache = Cache(layers=[_StaticLayer(s.keys(), s.values(), self.index) for s in stores])
         self.masks = {kind: self.mask for kind in _layer_types(model)}
         self.graph: torch.cuda.CUDAGraph | None = None
         self.logits: torch.Tensor | None = None

@@ -6,16 +6,16 @@ Contract:
   place. Its :meth:`~BatchCache.view` is a transformers ``Cache`` over some rows (prefill a few
   rows at a time, then decode all together) whose ``update`` returns views of the filled part,
   shaped ``[rows, kv_heads, length, head_dim]`` like ``DynamicLayer``'s, so any attention
-  function can read them. Keys lie *tight* (rows exactly one span of 32-position buckets apart,
-  moved apart as the span grows), values with the whole reserved room between rows. Past the
+  function can read them. Keys and values lie *tight* (rows exactly one span of 32-position
+  buckets apart, moved apart as the span grows). Past the
   reserved room a layer grows by doubling (a copy, not an error). Every layer's first buffers
   come from one allocation per batch (:class:`_Slab`).
   :func:`presized_cache` is one view over all rows, for ``generate``.
 - :data:`ATTENTION` names an attention implementation registered with transformers
   (:func:`register`): for a single query token it computes grouped-query attention with two
-  batched matrix products over those views, neither copied (oneDNN reads a transposed operand in
-  place only when its matrices lie exactly one apart -- the tight keys -- and copies it first at
-  any other stride; the values are row-major, read in place with room between rows);
+  batched matrix products over those views, neither copied (oneDNN reads a batch of matrices in
+  place only when they lie exactly one apart -- the tight layout -- and copies them first at any
+  other stride, transposed keys and row-major values alike);
   every other call (prefill, the audio encoder's windows) goes to transformers' own SDPA
   function unchanged. Masks are built by transformers' SDPA mask function.
 - Numerically this is the same attention (softmax in float32); greedy output on the fixture
@@ -27,7 +27,9 @@ is ~8x slower than two ``bmm`` for one query row. Measured on 2 cores (0.6B, bf1
 30 s chunks): ~470 ms per step before; see docs/performance.md for after. Keys were stored
 transposed until session 12: that made every step's key write a scatter over ``head_dim`` cache
 lines per row and head (7.6 ms a step at batch 16 on a Zen 5), and the first product over the
-tight keys is faster too (27 -> 18 ms a step).
+tight keys is faster too (27 -> 18 ms a step). Values kept the whole reserved room between rows
+until session 15: the second product then copied every layer's values first, every step
+(bf16, 128 matrices of 416 x 128 on a Zen 4: 1.15-1.46 ms against 0.33 ms tight, per layer).
 """
 
 from __future__ import annotations
@@ -47,77 +49,85 @@ BUCKET = 32  # positions: the one-token attention's key length is rounded up to 
 class _Store:
     """One decoder layer's keys and values for every row of a batch.
 
-    Keys are laid out *tight*: ``[rows, kv_heads, span, head_dim]`` with ``span`` (a multiple of
-    :data:`BUCKET`, at most the capacity) the only room between rows, carved from a flat buffer
-    with room for ``capacity`` positions; when a write passes ``span``, the rows are moved apart
-    to the next bucket (:meth:`_relayout`, once per :data:`BUCKET` positions). Values keep the
-    whole capacity between rows: ``[rows, kv_heads, capacity, head_dim]``.
+    Keys and values are both laid out *tight*: ``[rows, kv_heads, span, head_dim]`` with ``span``
+    (a multiple of :data:`BUCKET`, at most the capacity) the only room between rows, each carved
+    from a flat buffer with room for ``capacity`` positions; when a write passes ``span``, the
+    rows are moved apart to the next bucket (:meth:`_relayout`, once per :data:`BUCKET`
+    positions) and the new positions are zeroed.
     """
 
     def __init__(self, rows: int, new_tokens: int, slab: _Slab, full_span: bool = False) -> None:
         self.rows = rows
         self.new_tokens = max(1, new_tokens)
         self.slab = slab
-        self.full_span = full_span  # keys laid out over the whole capacity from the first write
+        self.full_span = full_span  # laid out over the whole capacity from the first write
         self.key_buffer: torch.Tensor | None = None  # flat, rows * kv_heads * capacity * head_dim
-        self.values: torch.Tensor | None = None  # [rows, kv_heads, capacity, head_dim]
+        self.value_buffer: torch.Tensor | None = None  # flat, rows * kv_heads * capacity * head_dim
         self.heads = self.dim = self.capacity = 0
-        self.span = 0  # positions between rows in the keys' layout
+        self.span = 0  # positions between rows in the layout
         self.filled = 0  # positions written for at least one row (what a regrowth keeps)
-        self.clean = 0  # value positions known to hold values or zeros (what the attention may read)
 
     def keys(self) -> torch.Tensor:
         """The keys as laid out now: ``[rows, kv_heads, span, head_dim]``, contiguous."""
         assert self.key_buffer is not None
-        return self.key_buffer[: self.rows * self.heads * self.span * self.dim].view(
-            self.rows, self.heads, self.span, self.dim)
+        return _laid(self.key_buffer, self.rows, self.heads, self.span, self.dim)
+
+    def values(self) -> torch.Tensor:
+        """The values as laid out now: ``[rows, kv_heads, span, head_dim]``, contiguous."""
+        assert self.value_buffer is not None
+        return _laid(self.value_buffer, self.rows, self.heads, self.span, self.dim)
 
     def write(self, rows: slice, start: int, keys: torch.Tensor,
               values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = start + keys.shape[-2]
-        if self.values is None:
+        if self.key_buffer is None:
             self.heads, self.dim = keys.shape[1], keys.shape[-1]
+            if values.shape[-1] != self.dim:
+                raise ValueError("keys and values of one layer must have the same head size")
             self.capacity = end + self.new_tokens
-            self.key_buffer, self.values = self.slab.take(self.rows, keys, values, self.capacity)
+            self.key_buffer, self.value_buffer = self.slab.take(self.rows, keys, self.capacity)
         elif end > self.capacity:
-            self._allocate(keys, values, max(end, 2 * self.capacity))
-        assert self.values is not None
+            self._allocate(keys, max(end, 2 * self.capacity))
         if end > self.span:
             self._relayout(self.capacity if self.full_span else min(self.capacity, -(-end // BUCKET) * BUCKET))
-        stored = self.keys()
-        stored[rows, :, start:end].copy_(keys)
-        self.values[rows, :, start:end].copy_(values)
+        stored_k, stored_v = self.keys(), self.values()
+        stored_k[rows, :, start:end].copy_(keys)
+        stored_v[rows, :, start:end].copy_(values)
         self.filled = max(self.filled, end)
-        # The one-token attention reads values up to the next multiple of BUCKET (at probability
-        # 0, but 0 x an uninitialised NaN is NaN): zero that much ahead, and no more -- pages of
-        # the reserved room that are never reached are never touched, so they cost no memory.
-        ahead = min(self.capacity, -(-end // BUCKET) * BUCKET)
-        if ahead > self.clean:
-            self.values[:, :, max(end, self.clean):ahead].zero_()
-            self.clean = ahead
-        return stored[rows, :, :end], self.values[rows, :, :end]
+        return stored_k[rows, :, :end], stored_v[rows, :, :end]
 
     def _relayout(self, span: int) -> None:
-        """Move the rows' keys apart to ``span`` positions (zeros after what was laid out)."""
-        kept, saved = self.span, None
-        if kept:  # old and new layouts overlap in the buffer: through a scratch copy
-            old = self.keys()
-            saved = _scratch("relayout", old.numel(), old.dtype, old.device).view_as(old).copy_(old)
-        self.span = span
-        new = self.keys()
-        if saved is not None:
-            new[:, :, :kept].copy_(saved)
-        new[:, :, kept:].zero_()
+        """Move the rows apart to ``span`` positions, zeros after what was laid out.
 
-    def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
-        key_buffer = keys.new_empty(self.rows * self.heads * capacity * self.dim)
-        new_values = values.new_empty((self.rows, self.heads, capacity, values.shape[-1]))
-        if self.key_buffer is not None and self.values is not None and self.filled:
+        The zeros matter: the one-token attention reads up to the span (at probability 0, but
+        0 x an uninitialised NaN is NaN). Pages of the reserved room past the span are never
+        touched, so they cost no memory until positions reach them."""
+        kept = self.span
+        for buffer in (self.key_buffer, self.value_buffer):
+            assert buffer is not None
+            saved = None
+            if kept:  # old and new layouts overlap in the buffer: through a scratch copy
+                old = _laid(buffer, self.rows, self.heads, kept, self.dim)
+                saved = _scratch("relayout", old.numel(), old.dtype, old.device).view_as(old).copy_(old)
+            new = _laid(buffer, self.rows, self.heads, span, self.dim)
+            if saved is not None:
+                new[:, :, :kept].copy_(saved)
+            new[:, :, kept:].zero_()
+        self.span = span
+
+    def _allocate(self, keys: torch.Tensor, capacity: int) -> None:
+        size = self.rows * self.heads * capacity * self.dim
+        key_buffer, value_buffer = keys.new_empty(size), keys.new_empty(size)
+        if self.key_buffer is not None and self.value_buffer is not None:
             laid = self.rows * self.heads * self.span * self.dim  # the layout does not depend on capacity
             key_buffer[:laid].copy_(self.key_buffer[:laid])
-            new_values[:, :, : self.filled].copy_(self.values[:, :, : self.filled])
-        self.key_buffer, self.values, self.capacity = key_buffer, new_values, capacity
-        self.clean = self.filled
+            value_buffer[:laid].copy_(self.value_buffer[:laid])
+        self.key_buffer, self.value_buffer, self.capacity = key_buffer, value_buffer, capacity
+
+
+def _laid(buffer: torch.Tensor, rows: int, heads: int, span: int, dim: int) -> torch.Tensor:
+    """``[rows, heads, span, dim]`` over the start of a flat buffer."""
+    return buffer[: rows * heads * span * dim].view(rows, heads, span, dim)
 
 
 class _Slab:
@@ -137,22 +147,21 @@ class _Slab:
         self.shape: tuple[Any, ...] = ()
         self.handed = 0  # layers given their part so far
 
-    def take(self, rows: int, keys: torch.Tensor, values: torch.Tensor,
-             capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next layer's (flat key buffer, values) for ``rows`` rows, shaped as
-        :meth:`_Store._allocate` makes them. The first call sizes the slab for every layer from its
-        own shapes; a layer with other shapes or past the count gets buffers of its own."""
-        heads, dim, vdim = keys.shape[1], keys.shape[-1], values.shape[-1]
-        shape = (rows, heads, dim, vdim, capacity, keys.dtype, keys.device)
+    def take(self, rows: int, keys: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next layer's flat (key, value) buffers for ``rows`` rows of ``capacity`` positions,
+        shaped as :meth:`_Store._allocate` makes them. The first call sizes the slab for every layer
+        from its own shapes; a layer with other shapes or past the count gets buffers of its own."""
+        heads, dim = keys.shape[1], keys.shape[-1]
+        shape = (rows, heads, dim, capacity, keys.dtype, keys.device)
+        size = rows * heads * capacity * dim
         if self.buffer is None:
             self.shape = shape
-            self.buffer = keys.new_empty((self.layers, rows * heads * capacity * (dim + vdim)))
+            self.buffer = keys.new_empty((self.layers, 2 * size))
         if self.handed >= self.layers or shape != self.shape:
-            return keys.new_empty(rows * heads * capacity * dim), values.new_empty((rows, heads, capacity, vdim))
+            return keys.new_empty(size), keys.new_empty(size)
         flat = self.buffer[self.handed]
         self.handed += 1
-        split = rows * heads * dim * capacity
-        return flat[:split], flat[split:].view(rows, heads, capacity, vdim)
+        return flat[:size], flat[size:]
 
 
 class PresizedLayer(DynamicLayer):
@@ -270,17 +279,14 @@ def _bucketed(key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, tor
     oneDNN reads the keys' transpose in place only when the rows lie exactly ``span`` apart (any
     other stride is copied first): the tight layout and this width make it so."""
     length, dim = key.shape[-2], key.shape[-1]
-    if key.stride(-1) != 1 or key.stride(-2) != dim or value.stride(-1) != 1 or value.stride(-2) != dim:
+    if key.stride(-1) != 1 or key.stride(-2) != dim or value.stride() != key.stride() or value.shape != key.shape:
         return key, value, length
     span = key.stride(1) // dim
-    if key.stride(0) != key.shape[1] * key.stride(1) or span * dim != key.stride(1):
+    if key.stride(0) != key.shape[1] * key.stride(1) or span * dim != key.stride(1) or span <= length:
         return key, value, length
-    capacity = value.stride(1) // dim
-    if span <= length or span > capacity:
-        return key, value, length
-    wide_k = key.as_strided((*key.shape[:-2], span, dim), key.stride(), key.storage_offset())
-    size = (*value.shape[:-2], span, dim)
-    return wide_k, value.as_strided(size, value.stride(), value.storage_offset()), span
+    size = (*key.shape[:-2], span, dim)
+    return (key.as_strided(size, key.stride(), key.storage_offset()),
+            value.as_strided(size, value.stride(), value.storage_offset()), span)
 
 
 _SCRATCH: dict[tuple[str, torch.dtype, torch.device, bool], torch.Tensor] = {}

@@ -63,7 +63,8 @@ def test_every_layer_of_a_batch_shares_one_allocation_and_keeps_its_own_position
             got, want = step.layers[n].update(k, v), references[n].update(k, v)
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     # one block for all layers' keys and values: it is mapped apart from the heap and freed whole
-    storages = {t.untyped_storage().data_ptr() for store in cache.stores for t in (store.key_buffer, store.values)}
+    buffers = [t for store in cache.stores for t in (store.key_buffer, store.value_buffer)]
+    storages = {t.untyped_storage().data_ptr() for t in buffers if t is not None}
     assert len(storages) == 1
 
 
@@ -77,7 +78,7 @@ def test_going_past_the_reserved_room_grows_and_keeps_what_was_written() -> None
     assert layer.get_seq_length() == 10
 
 
-def test_keys_stay_tight_across_bucket_boundaries_and_keep_every_position() -> None:
+def test_keys_and_values_stay_tight_across_bucket_boundaries_and_keep_every_position() -> None:
     # 30 prompt positions, then 40 steps: the keys' layout moves apart at 32 and 64 positions
     from scribed.engine.kvcache import BUCKET
 
@@ -99,6 +100,7 @@ def test_keys_stay_tight_across_bucket_boundaries_and_keep_every_position() -> N
         length = 31 + i
         assert store.span == min(70, -(-length // BUCKET) * BUCKET)  # the next bucket, within the room (70)
         assert keys.stride()[:2] == (kv_heads * store.span * dim, store.span * dim)  # rows one span apart
+        assert values.stride() == keys.stride()  # values as tight: read in place by the second product
         query = torch.randn(rows, kv_heads * 2, 1, dim, generator=g)
         got, _ = decode_attention(_Module(2), query, keys, values, None, scaling=0.3)
         want, _ = sdpa_attention_forward(_Module(2), query, want_k, want_v, None, scaling=0.3)
