@@ -19,7 +19,8 @@ Contract:
   with batch size 1; ratio of wall times). ``SCRIBED_BENCH_DURATIONS="memo=60,long=600,backlog=300"``
   overrides the lengths in seconds (0 skips a scenario; ``backlog`` is per recording).
 - :func:`run_bench` returns the report (JSON-able dict); ``--json`` prints it as one object.
-  Keys: date, scribed, python, torch, transformers, cpu, threads, loadavg_before/after, audio,
+  Keys: date, scribed, python, torch, transformers, cpu, host (:mod:`scribed.tools.benchhost`:
+  CPU family/model/flags, memory read GB/s), threads, loadavg_before/after, audio,
   tokens_per_audio_s, quick, models[] with architecture, path, random_weights, device, dtype,
   parameters, build_s, load_s, warmup_s, batch_size (batch_size_auto: that is what auto gave),
   scenarios{name: row}, batched_speedup (its ratio is None when the memo is a single chunk).
@@ -53,6 +54,7 @@ from scribed.errors import UsageError
 from scribed.media import segment
 from scribed.media.audio import SAMPLE_RATE
 from scribed.tools.benchdata import make_recording, random_checkpoint, speech_clips, tokenizer_dir, write_wav
+from scribed.tools.benchhost import cpu_facts, host_line, read_bandwidth
 from scribed.tools.benchrun import TOKENS_PER_AUDIO_S, Competitor, decode_steps, run_scenario, startup
 
 
@@ -131,7 +133,7 @@ def durations_from(args: argparse.Namespace, env: str | None, memory_env: str | 
 
 def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s: float | None, device: str,
                 dtype: str, options: TranscribeOptions, durations: Durations, clips: Sequence[np.ndarray],
-                workdir: Path) -> dict[str, Any]:
+                workdir: Path, gb_per_s: float | None = None) -> dict[str, Any]:
     """Load ``path`` once and run every scenario with a non-zero duration on it."""
     from scribed.engine.qwen3 import AsrEngine
 
@@ -169,10 +171,10 @@ def bench_model(path: Path, *, architecture: str, random_weights: bool, build_s:
     if durations.step_batches:
         audio = make_recording(max(durations.step_chunk_s, 1.0) * 2, clips, seed=6000)
         steps = decode_steps(engine, audio, durations.step_batches, chunk_s=durations.step_chunk_s,
-                             steps=durations.steps)
+                             steps=durations.steps, gb_per_s=gb_per_s)
         for row in steps:
-            logger.info("{}: batch {} of {:.0f} s chunks: {} ms per decode step", architecture, row["batch"],
-                        row["chunk_s"], row["ms_per_step"])
+            logger.info("{}: batch {} of {:.0f} s chunks: {} ms per decode step (bandwidth floor {} ms)",
+                        architecture, row["batch"], row["chunk_s"], row["ms_per_step"], row["bound_ms"])
 
     scenarios: dict[str, dict[str, Any]] = {}
     speedup: dict[str, Any] | None = None
@@ -297,10 +299,14 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
             path, build_s = random_checkpoint(size, tokenizer, dtype)
             targets.append((size, path, True, build_s))
     clips = speech_clips()
+    # the host, measured before any model is loaded: CPU kind and memory read bandwidth (benchhost)
+    host = {**cpu_facts(), "read_gb_per_s": read_bandwidth(torch.get_num_threads()),
+            "read_threads": torch.get_num_threads()}
+    logger.info(host_line(host))
     report: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "scribed": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "cpu": _cpu_name(), "threads": torch.get_num_threads(),
+        "transformers": transformers.__version__, "cpu": _cpu_name(), "host": host, "threads": torch.get_num_threads(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()], "quick": bool(args.quick),
         "audio": f"{len(clips)} real speech clips joined with pauses" if clips else "synthetic speech-like noise",
         "tokens_per_audio_s": TOKENS_PER_AUDIO_S, "models": [],
@@ -309,7 +315,8 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         for name, path, random_weights, build_s in targets:
             report["models"].append(bench_model(
                 path, architecture=name, random_weights=random_weights, build_s=build_s, device=device,
-                dtype=cfg.model.dtype, options=options, durations=durations, clips=clips, workdir=Path(tmp)))
+                dtype=cfg.model.dtype, options=options, durations=durations, clips=clips, workdir=Path(tmp),
+                gb_per_s=host["read_gb_per_s"]))
     report["threads"] = torch.get_num_threads()  # as set by AsrEngine.load
     report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return report
@@ -326,6 +333,7 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as a readable table (one block per model)."""
     lines = [f"scribed bench {report['date']}  torch {report['torch']}  transformers {report['transformers']}",
              f"cpu: {report['cpu']}  load average {report['loadavg_before']} -> {report.get('loadavg_after')}",
+             host_line(report.get("host") or {}),
              f"audio: {report['audio']}; generation fixed at {report['tokens_per_audio_s']:g} tokens per audio second"
              " (longest chunk of each round)"]
     for m in report["models"]:
@@ -359,7 +367,8 @@ def _extra_lines(m: dict[str, Any]) -> list[str]:
                      f"{c['idle_wall_s']:.1f} s -> {c['ratio']:.2f} of idle throughput")
     for row in m.get("decode_steps") or []:
         lines.append(f"decode step: batch {row['batch']:2d}, {row['chunk_s']:.0f} s chunks (~{row['context_tokens']} "
-                     f"tokens of context): {row['ms_per_step']} ms; prompt {row['prompt_s_per_row']:.2f} s per row")
+                     f"tokens of context): {row['ms_per_step']} ms (bandwidth floor {row.get('bound_ms')} ms); "
+                     f"prompt {row['prompt_s_per_row']:.2f} s per row")
     memory = m.get("memory") or {}
     if memory.get("lengths") or memory.get("backlogs"):
         lines.append(f"memory: model {memory['model_bytes'] / 1e9:.2f} GB; peak RSS (GB, above the model):")

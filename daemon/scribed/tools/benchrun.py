@@ -35,6 +35,7 @@ from scribed.engine.pipeline import Pipeline
 from scribed.engine.types import ChunkRequest, ChunkResult, Engine, TranscribeOptions
 from scribed.errors import TranscriptionError
 from scribed.media.audio import SAMPLE_RATE
+from scribed.tools.benchhost import step_bound_ms
 
 # Text tokens generated per second of audio. Conversational English runs ~2.5 words/s, about
 # 3.3 tokens/s with Qwen's BPE; Mandarin ~4 characters/s, 3-4 tokens/s (frequent words are one
@@ -156,12 +157,14 @@ def run_scenario(engine: Any, paths: Sequence[Path], options: TranscribeOptions,
 
 
 def decode_steps(engine: Any, audio: np.ndarray, batch_sizes: Sequence[int], *, chunk_s: float,
-                 steps: int) -> list[dict[str, Any]]:
+                 steps: int, gb_per_s: float | None = None) -> list[dict[str, Any]]:
     """Per batch size: one model call on ``b`` chunks of ``chunk_s`` seconds, ``steps`` + 1 tokens each
     (the memory budget is lifted for it, so ``b`` rows really share the call).
 
     Rows: batch, chunk_s, context_tokens (prompt length the last step attends to, roughly),
-    steps, ms_per_step (mean one-token step), prompt_s_per_row.
+    steps, ms_per_step (mean one-token step), prompt_s_per_row, and bound_ms: the least a step
+    can take at ``gb_per_s`` (:func:`scribed.tools.benchhost.step_bound_ms` over the mean context;
+    None on a GPU or without a bandwidth).
     """
     need = int(chunk_s * SAMPLE_RATE)
     rows = []
@@ -175,12 +178,33 @@ def decode_steps(engine: Any, audio: np.ndarray, batch_sizes: Sequence[int], *, 
         finally:
             engine.memory_budget_bytes = None
         done, seconds = engine.stats.steps_by_rows.get(b, [0, 0.0])
+        bound = None
+        if gb_per_s and engine.device.type == "cpu":
+            text = engine.model.config.get_text_config(decoder=True)
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            bound = step_bound_ms(weight_bytes=step_weight_bytes(engine.model), rows=b,
+                                  context=budget.prompt_positions(chunk_s) + steps // 2,
+                                  layers=text.num_hidden_layers, kv_heads=text.num_key_value_heads,
+                                  head_dim=head_dim,
+                                  element_bytes=engine.model.dtype.itemsize, gb_per_s=gb_per_s)
         rows.append({"batch": b, "chunk_s": chunk_s, "steps": int(done),
-                     "context_tokens": budget.prompt_positions(chunk_s) + steps,
+                     "context_tokens": budget.prompt_positions(chunk_s) + steps, "bound_ms": bound,
                      "ms_per_step": round(1000 * seconds / done, 1) if done else None,
                      "prompt_s_per_row": round(engine.stats.prompt_s / b, 2),
                      "capture_s": round(engine.stats.capture_s, 3)})
     return rows
+
+
+def step_weight_bytes(model: Any) -> int:
+    """Bytes of weights one decode step reads: the text decoder's tensors except its input
+    embedding (one row is looked up), plus the output layer's (its packed copy where it has one)."""
+    decoder, embed, head = model.get_decoder(), model.get_input_embeddings(), model.get_output_embeddings()
+    tensors = {id(t): t for t in [*decoder.parameters(), *decoder.buffers()]}
+    tensors.pop(id(embed.weight), None)
+    packed = getattr(head, "packed_weight", None)
+    for t in [packed] if packed is not None else [*head.parameters(), *head.buffers()]:
+        tensors[id(t)] = t
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 class Competitor:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scribed import cli
-from scribed.tools import bench
+from scribed.tools import bench, benchhost
 
 SCENARIO_KEYS = {
     "recordings": int, "audio_s": float, "wall_s": float, "x_realtime": float, "rtf": float, "cpu_s": float,
@@ -46,6 +46,9 @@ def test_quick_json_report_has_every_figure(isolated: Path, tokenizer_dir: Path,
     assert report["tokens_per_audio_s"] == bench.TOKENS_PER_AUDIO_S
     assert isinstance(report["threads"], int) and report["threads"] >= 1
     assert len(report["loadavg_before"]) == 3 and len(report["loadavg_after"]) == 3
+    host = report["host"]  # measured, never judged: only present and positive
+    assert host["read_gb_per_s"] > 0 and host["read_threads"] >= 1
+    assert set(host["flags"]) <= set(benchhost.FLAGS)
 
     (model,) = report["models"]
     assert model["architecture"] == "tiny" and model["random_weights"] is True
@@ -81,6 +84,7 @@ def test_quick_json_report_has_every_figure(isolated: Path, tokenizer_dir: Path,
     assert [row["batch"] for row in model["decode_steps"]] == [1, 2]
     for row in model["decode_steps"]:
         assert row["steps"] == 4 and row["ms_per_step"] > 0 and row["chunk_s"] == 8 and row["prompt_s_per_row"] > 0
+        assert row["bound_ms"] > 0  # the bandwidth floor of a CPU step
 
     memory = model["memory"]
     assert memory["model_bytes"] > 0
@@ -98,7 +102,7 @@ def test_quick_json_report_has_every_figure(isolated: Path, tokenizer_dir: Path,
 
     table = bench.format_report(report)  # the non-JSON output of the same report
     for word in ("tiny", "memo", "long", "backlog", "batching", "transformers", "contended", "decode step",
-                 "memory", "start-up"):
+                 "memory", "start-up", "memory read", "bandwidth floor"):
         assert word in table
 
 
