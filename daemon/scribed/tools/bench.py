@@ -367,7 +367,8 @@ def _extra_lines(m: dict[str, Any]) -> list[str]:
                      f"{c['idle_wall_s']:.1f} s -> {c['ratio']:.2f} of idle throughput")
     for row in m.get("decode_steps") or []:
         lines.append(f"decode step: batch {row['batch']:2d}, {row['chunk_s']:.0f} s chunks (~{row['context_tokens']} "
-                     f"tokens of context): {row['ms_per_step']} ms (bandwidth floor {row.get('bound_ms')} ms); "
+                     f"tokens of context): {row['ms_per_step']} ms (bandwidth floor {row.get('bound_ms')} ms, "
+                     f"threads {row.get('threads_used')}); "
                      f"prompt {row['prompt_s_per_row']:.2f} s per row")
     memory = m.get("memory") or {}
     if memory.get("lengths") or memory.get("backlogs"):

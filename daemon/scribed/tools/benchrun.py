@@ -162,7 +162,9 @@ def decode_steps(engine: Any, audio: np.ndarray, batch_sizes: Sequence[int], *, 
     (the memory budget is lifted for it, so ``b`` rows really share the call).
 
     Rows: batch, chunk_s, context_tokens (prompt length the last step attends to, roughly),
-    steps, ms_per_step (mean one-token step), prompt_s_per_row, and bound_ms: the least a step
+    steps, ms_per_step (mean one-token step), prompt_s_per_row, threads_used (the CPU thread
+    counts the engine chose during the call: fewer than the cores means it saw another process
+    busy, :mod:`scribed.engine.cpushare`), and bound_ms: the least a step
     can take at ``gb_per_s`` (:func:`scribed.tools.benchhost.step_bound_ms` over the mean context;
     None on a GPU or without a bandwidth).
     """
@@ -172,6 +174,7 @@ def decode_steps(engine: Any, audio: np.ndarray, batch_sizes: Sequence[int], *, 
         chunks = [np.resize(np.roll(audio, i * SAMPLE_RATE), need) for i in range(b)]
         requests = [ChunkRequest(audio=c, max_new_tokens=steps + 1, min_new_tokens=steps + 1) for c in chunks]
         engine.stats = type(engine.stats)()
+        engine.threads_used = set()
         engine.memory_budget_bytes = 1 << 62  # the batch size asked for, whatever the budget says
         try:
             engine.run(requests, b)
@@ -191,7 +194,7 @@ def decode_steps(engine: Any, audio: np.ndarray, batch_sizes: Sequence[int], *, 
                      "context_tokens": budget.prompt_positions(chunk_s) + steps, "bound_ms": bound,
                      "ms_per_step": round(1000 * seconds / done, 1) if done else None,
                      "prompt_s_per_row": round(engine.stats.prompt_s / b, 2),
-                     "capture_s": round(engine.stats.capture_s, 3)})
+                     "capture_s": round(engine.stats.capture_s, 3), "threads_used": sorted(engine.threads_used)})
     return rows
 
 

@@ -85,6 +85,7 @@ def test_quick_json_report_has_every_figure(isolated: Path, tokenizer_dir: Path,
     for row in model["decode_steps"]:
         assert row["steps"] == 4 and row["ms_per_step"] > 0 and row["chunk_s"] == 8 and row["prompt_s_per_row"] > 0
         assert row["bound_ms"] > 0  # the bandwidth floor of a CPU step
+        assert row["threads_used"] and all(t >= 1 for t in row["threads_used"])
 
     memory = model["memory"]
     assert memory["model_bytes"] > 0
