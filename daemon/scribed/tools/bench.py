@@ -306,7 +306,8 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     report: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "scribed": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "cpu": _cpu_name(), "host": host, "threads": torch.get_num_threads(),
+        "transformers": transformers.__version__, "host": host, "threads": torch.get_num_threads(),
+        "cpu": host["model_name"] or platform.processor() or platform.machine(),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()], "quick": bool(args.quick),
         "audio": f"{len(clips)} real speech clips joined with pauses" if clips else "synthetic speech-like noise",
         "tokens_per_audio_s": TOKENS_PER_AUDIO_S, "models": [],
@@ -387,13 +388,3 @@ def _extra_lines(m: dict[str, Any]) -> list[str]:
                      f" + imports {st['import_s']:.1f} + load {st['load_s']:.1f}"
                      f" + first 4 s chunk {st['first_chunk_s']:.1f}")
     return lines
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
