@@ -300,8 +300,8 @@ def run_bench(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
             targets.append((size, path, True, build_s))
     clips = speech_clips()
     # the host, measured before any model is loaded: CPU kind and memory read bandwidth (benchhost)
-    host = {**cpu_facts(), "read_gb_per_s": read_bandwidth(torch.get_num_threads()),
-            "read_threads": torch.get_num_threads()}
+    threads = torch.get_num_threads()
+    host = {**cpu_facts(), "read_gb_per_s": read_bandwidth(threads), "read_threads": threads}
     logger.info(host_line(host))
     report: dict[str, Any] = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

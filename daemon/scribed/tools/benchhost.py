@@ -43,7 +43,7 @@ for _ in range(5):
     x.sum()
     seconds = time.perf_counter() - start
     best = seconds if best is None else min(best, seconds)
-print(json.dumps({"gb_per_s": x.numel() * 2 / best / 1e9}))
+print(json.dumps({"gb_per_s": x.numel() * 2 / max(best, 1e-9) / 1e9}))
 """
 
 
@@ -63,8 +63,8 @@ def cpu_facts(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
     facts["model_name"] = fields.get("model name")
-    for key in ("family", "model"):
-        number = fields.get("cpu family" if key == "family" else "model", "")
+    for key, field in (("family", "cpu family"), ("model", "model")):
+        number = fields.get(field, "")
         facts[key] = int(number) if number.isdigit() else None
     have = set(fields.get("flags", "").split())
     facts["flags"] = [flag for flag in FLAGS if flag in have]
