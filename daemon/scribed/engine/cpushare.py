@@ -6,6 +6,10 @@ Contract:
   that other processes did not keep busy since the previous reading, at least 1. Readings less
   than :data:`MIN_INTERVAL_S` apart return the previous answer (too short to tell).
 - :meth:`CoreShare.apply` calls ``set_threads`` only when that number changed, and returns it.
+- :meth:`CoreShare.restart` forgets the past: a new first reading now, and every core (through
+  ``set_threads``) until a later reading shows another process busy (for a caller that knows the load just ended, such
+  as the bench after its competitor exits: otherwise the next reading still averages the busy
+  interval in, and the next model call runs on fewer threads on an idle machine).
 - Where ``/proc/stat`` cannot be read (not Linux), every core is used, as before.
 Standard library only; the engine passes ``torch.set_num_threads``.
 
@@ -71,6 +75,16 @@ class CoreShare:
         reading = (self._clock(), busy, self._own())
         previous, self._last = self._last, reading
         return previous
+
+    def restart(self, set_threads: Callable[[int], None]) -> int:
+        """Forget earlier readings and use every core (``set_threads`` is called when that changes
+        the count); see the module contract. Returns the thread count."""
+        self._last = None
+        self._sample()
+        if self.current != self.cores:
+            self.current = self.cores
+            set_threads(self.cores)
+        return self.current
 
     def threads(self) -> int:
         """Cores free of other processes since the last reading (1..cores)."""

@@ -322,6 +322,12 @@ class AsrEngine:
             new_tokens = out[:, inputs["input_ids"].shape[1]:].cpu().numpy()
         return [self._result(request, row, language) for request, row in zip(batch, new_tokens, strict=True)]
 
+    def restart_core_share(self) -> None:
+        """Forget which cores other processes used so far and use every core again
+        (:meth:`CoreShare.restart`; nothing on a GPU)."""
+        if self.core_share is not None:
+            self.core_share.restart(torch.set_num_threads)
+
     def _share_cores(self) -> None:
         if self.core_share is not None:
             self.threads_used.add(self.core_share.apply(torch.set_num_threads))

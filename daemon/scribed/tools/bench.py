@@ -246,6 +246,7 @@ def _contended(engine: Any, files: list[Path], options: TranscribeOptions, workd
     """The memo again while one busy thread runs in another process; ratio = throughput vs idle."""
     with Competitor():
         busy = run_scenario(engine, files, options, workdir)
+    engine.restart_core_share()  # the next scenario is idle: it must not inherit the busy reading
     return {"scenario": "memo", "competitor": "one busy thread (another process, same priority)",
             "idle_wall_s": idle["wall_s"], "contended_wall_s": busy["wall_s"], "contended_cpu_s": busy["cpu_s"],
             "ratio": round(idle["wall_s"] / busy["wall_s"], 3), "threads_used": busy["threads_used"]}

@@ -60,6 +60,21 @@ def test_never_fewer_than_one_thread_and_short_intervals_keep_the_answer(machine
     assert share.threads() == 2
 
 
+def test_restart_forgets_a_busy_interval_and_takes_every_core_back(machine: Machine) -> None:
+    share = _share(machine)
+    calls: list[int] = []
+    machine.advance(1.0, own_cores=1.0, other_cores=1.0)
+    assert share.apply(calls.append) == 1 and calls == [1]
+    machine.advance(2.0, own_cores=0.0, other_cores=1.0)  # the competitor runs on, then ends
+    assert share.restart(calls.append) == 2 and calls == [1, 2]
+    machine.advance(1.0, own_cores=2.0, other_cores=0.0)  # without restart: 2 s of 3 busy, 1 thread
+    assert share.apply(calls.append) == 2 and calls == [1, 2]
+    machine.advance(1.0, own_cores=1.0, other_cores=1.0)  # and a new competitor is still seen
+    assert share.apply(calls.append) == 1 and calls == [1, 2, 1]
+    assert share.restart(calls.append) == 2 and share.restart(calls.append) == 2
+    assert calls == [1, 2, 1, 2]  # set_threads only when the count changes
+
+
 def test_light_background_noise_does_not_cost_a_core(machine: Machine) -> None:
     share = _share(machine)
     machine.advance(1.0, own_cores=1.9, other_cores=0.3)
