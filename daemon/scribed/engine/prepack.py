@@ -6,10 +6,11 @@ Contract:
   is not: it goes to :func:`pack_tied_output`, which ``pack_linears`` calls last) by oneDNN's blocked
   layout, and routes the layer's ``forward`` through ``torch.ops.mkldnn._linear_pointwise``. It
   returns what it did (:class:`Packed`). Nothing is changed where those operators are missing,
-  for another dtype or device, or for a weight shape whose packed product fails a probe input
-  (checked once per shape): in bfloat16 it must be bit-identical to ``F.linear`` (the output of
-  a packed model is the output of the unpacked one), in float32 within float32 rounding of it
-  (as :func:`route_float32`: last-bit differences, another summation order).
+  for bfloat16 on a CPU that only emulates it (:func:`native_bf16`), for another dtype or
+  device, or for a weight shape whose packed product fails a probe input (checked once per
+  shape): in bfloat16 it must be bit-identical to ``F.linear`` (the output of a packed model is
+  the output of the unpacked one), in float32 within float32 rounding of it (as
+  :func:`route_float32`: last-bit differences, another summation order).
 - The original weight is dropped; when it lived in a file mapping (a safetensors checkpoint
   loaded with mmap, which keeps the whole file mapped while any of its tensors is alive), its
   pages are released with ``madvise(MADV_DONTNEED)``, so the packed copy replaces it in memory
@@ -76,10 +77,21 @@ class Packed:
     output_bytes: int = 0  # the tied output layer's packed copy (pack_tied_output), 0 if none
 
 
+def native_bf16() -> bool:
+    """True when this CPU computes bfloat16 products in hardware (AVX512-BF16 or AMX)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 @functools.cache
 def available() -> bool:
     """True when this torch build has oneDNN's packed linear operators and this CPU runs them
-    in bfloat16 (probed once with a tiny weight)."""
+    in bfloat16 natively (probed once with a tiny weight)."""
+    # Without the instructions oneDNN emulates bf16 (AVX-512 without AVX512-BF16, e.g. Ice Lake),
+    # and there its packed and plain kernels sum in different orders: seen on an Ice Lake, a
+    # random 1024x2048 weight passed the bit-identity probe in some runs and failed it in others,
+    # so passing the probe would not show the output unchanged. Those CPUs run float32 anyway.
+    if not native_bf16():
+        return False
     ops = getattr(torch.ops, "mkldnn", None)
     if not (torch.backends.mkldnn.is_available() and ops is not None
             and hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise")):

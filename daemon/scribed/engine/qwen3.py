@@ -105,7 +105,7 @@ def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
         # bf16 on CPUs that compute it natively (AVX512-BF16/AMX): 2.6x faster than float32 on
         # the 0.6B here (docs/performance.md) with identical fixture output; emulated bf16 on
         # older CPUs is slower, so those keep float32.
-        native = dev.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        native = dev.type == "cpu" and prepack.native_bf16()
         dtype = "bfloat16" if dev.type == "cuda" or native else "float32"
     return dev, getattr(torch, dtype)
 
