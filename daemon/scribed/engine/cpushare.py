@@ -7,9 +7,9 @@ Contract:
   than :data:`MIN_INTERVAL_S` apart return the previous answer (too short to tell).
 - :meth:`CoreShare.apply` calls ``set_threads`` only when that number changed, and returns it.
 - :meth:`CoreShare.restart` forgets the past: a new first reading now, and every core (through
-  ``set_threads``) until a later reading shows another process busy (for a caller that knows the load just ended, such
-  as the bench after its competitor exits: otherwise the next reading still averages the busy
-  interval in, and the next model call runs on fewer threads on an idle machine).
+  ``set_threads``) until a later reading shows another process busy. For a caller that knows the
+  load just ended, such as the bench after its competitor exits: otherwise the next reading still
+  averages the busy interval in, and the next model call runs on fewer threads on an idle machine.
 - Where ``/proc/stat`` cannot be read (not Linux), every core is used, as before.
 Standard library only; the engine passes ``torch.set_num_threads``.
 
